@@ -1,0 +1,311 @@
+"""The `bard` command line: each command parses its options and calls one function.
+
+torch lives behind the `train` extra, so `bard generate` and `bard eval` never import it:
+training/ and export/ are imported inside the commands that need them. Errors a user can
+cause become one line on stderr and exit code 2; a traceback means a bug in bard.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Train character LSTMs, export them to ONNX, generate text.")
+
+EXIT_USAGE = 2
+EXIT_DIVERGED = 3
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    typer.echo(f"bard: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def require_train_extra(command: str) -> None:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        fail(f"`bard {command}` needs PyTorch: pip install 'bard[train]'")
+
+
+@contextmanager
+def user_errors(*kinds: type[BaseException]) -> Iterator[None]:
+    """Map the errors a user can cause to one line and exit code 2."""
+    try:
+        yield
+    except kinds as err:
+        fail(str(err))
+
+
+@app.callback()
+def root() -> None:
+    """bard: character-level LSTM language models, from PyTorch training to ONNX generation."""
+
+
+# ---------------------------------------------------------------------------- train
+
+Opt = typer.Option
+
+
+@app.command()
+def train(
+    out: Annotated[Path | None, Opt(help="Run directory to create.")] = None,
+    resume: Annotated[Path | None, Opt(help="Continue the run in this directory.")] = None,
+    data: Annotated[Path | None, Opt(help="UTF-8 text (default: bundled Shakespeare).")] = None,
+    preset: Annotated[str, Opt(help="tiny | shakespeare")] = "tiny",
+    max_steps: Annotated[int | None, Opt(help="Stop after this many steps.")] = None,
+    decay_steps: Annotated[int | None, Opt(help="Cosine schedule length (max-steps).")] = None,
+    batch_size: Annotated[int | None, Opt(help="Windows per step (per process).")] = None,
+    seq_len: Annotated[int | None, Opt(help="Characters per window.")] = None,
+    learning_rate: Annotated[float | None, Opt("--learning-rate", "--lr")] = None,
+    min_learning_rate: Annotated[float | None, Opt("--min-learning-rate", "--min-lr")] = None,
+    warmup_steps: Annotated[int | None, Opt()] = None,
+    weight_decay: Annotated[float | None, Opt()] = None,
+    grad_clip: Annotated[float | None, Opt()] = None,
+    eval_interval: Annotated[int | None, Opt()] = None,
+    val_fraction: Annotated[float | None, Opt()] = None,
+    val_streams: Annotated[int | None, Opt()] = None,
+    patience: Annotated[int | None, Opt(help="Early stop after N evals without gain.")] = None,
+    seed: Annotated[int | None, Opt()] = None,
+    precision: Annotated[str | None, Opt(help="auto | fp32 | bf16")] = None,
+    embedding_dim: Annotated[int | None, Opt()] = None,
+    hidden_size: Annotated[int | None, Opt()] = None,
+    num_layers: Annotated[int | None, Opt()] = None,
+    dropout: Annotated[float | None, Opt()] = None,
+    device: Annotated[str, Opt(help="auto | cpu | cuda")] = "auto",
+    threads: Annotated[int | None, Opt(help="CPU threads for PyTorch.")] = None,
+    nproc: Annotated[int | None, Opt(help="Run under torchrun with N local processes.")] = None,
+    quiet: Annotated[bool, Opt(help="No progress output.")] = False,
+) -> None:
+    """Train a character LSTM (on the bundled Shakespeare corpus unless --data is given)."""
+    require_train_extra("train")
+    if nproc is not None:
+        launch_torchrun(nproc)
+    from bard.training.errors import TrainingDiverged, UsageError
+    from bard.training.train import RunRequest
+    from bard.training.train import train as run_training
+
+    if (out is None) == (resume is None):
+        fail("give exactly one of --out RUN_DIR (a new run) or --resume RUN_DIR")
+    overrides: dict[str, Any] = dict(
+        max_steps=max_steps, decay_steps=decay_steps, batch_size=batch_size, seq_len=seq_len,
+        learning_rate=learning_rate, min_learning_rate=min_learning_rate,
+        warmup_steps=warmup_steps, weight_decay=weight_decay, grad_clip=grad_clip,
+        eval_interval=eval_interval, val_fraction=val_fraction, val_streams=val_streams,
+        patience=patience, seed=seed, precision=precision, embedding_dim=embedding_dim,
+        hidden_size=hidden_size, num_layers=num_layers, dropout=dropout)
+    request = RunRequest(out=resume or out, data=data, preset=preset,  # type: ignore[arg-type]
+                         overrides=overrides, device=device, threads=threads,
+                         resume=resume is not None, show_progress=not quiet)
+    try:
+        with user_errors(UsageError):
+            result = run_training(request)
+    except TrainingDiverged as err:
+        fail(str(err), EXIT_DIVERGED)
+    if result.stopped == "signal":
+        typer.echo(f"stopped by signal at step {result.step}; resume with "
+                   f"`bard train --resume {result.run_dir}`", err=True)
+        raise typer.Exit(128 + result.signal)
+    typer.echo(f"{result.stopped} at step {result.step}: best val loss "
+               f"{result.best_val_loss:.4f} nats/char; run in {result.run_dir}")
+
+
+# ---------------------------------------------------------------------------- export
+
+
+@app.command("export")
+def export_command(
+    run_dir: Annotated[Path, typer.Argument(help="Training run directory.")],
+    out: Annotated[Path, Opt(help="Artifact directory to write.")],
+    checkpoint: Annotated[str, Opt(help="best | last")] = "best",
+    quantize: Annotated[str | None, Opt(help="Also write an int8 model: --quantize int8")] = None,
+    force: Annotated[bool, Opt(help="Replace an existing output directory.")] = False,
+    data: Annotated[Path | None, Opt(help="The run's corpus, if it has moved.")] = None,
+    name: Annotated[str | None, Opt(help="Model name (default: output directory name).")] = None,
+    heldout: Annotated[list[Path] | None, Opt(help="Held-out text to report in the card.")] = None,
+    card_notes: Annotated[Path | None, Opt(help="Markdown appended to the model card.")] = None,
+) -> None:
+    """Export a run's checkpoint to ONNX + manifest + model card, behind a parity gate."""
+    require_train_extra("export")
+    from bard.export.export import ExportRequest, QualityGateError, export_run
+    from bard.export.onnx_graph import GraphError
+    from bard.export.parity import ParityError
+    from bard.training.errors import UsageError
+
+    if checkpoint not in ("best", "last"):
+        fail(f"--checkpoint must be best or last, got {checkpoint!r}")
+    request = ExportRequest(run_dir=run_dir, out=out, checkpoint=checkpoint, quantize=quantize,
+                            force=force, data=data, name=name, heldout=heldout or [],
+                            card_notes=card_notes, command=" ".join(["bard", *sys.argv[1:]]))
+    try:
+        with user_errors(UsageError):
+            result = export_run(request)
+    except (ParityError, QualityGateError, GraphError) as err:
+        fail(f"export refused, nothing written: {err}", 1)
+    prov = result.manifest["provenance"]
+    typer.echo(f"wrote {result.out}: val loss {prov['val_loss_nats']:.4f} nats/char "
+               f"({prov['val_bpc']:.4f} bpc); parity max |logits diff| "
+               f"{result.parity.max_logits_diff:.1e}")
+
+
+# ---------------------------------------------------------------------------- generate / eval
+
+
+def load_model(model: Path | None, device: str, variant: str = "fp32",
+               threads: int | None = None) -> Any:
+    import bard_sdk
+
+    with user_errors(bard_sdk.BardError, ValueError):
+        loaded = bard_sdk.load(model, device=device, variant=variant, threads=threads)
+    typer.echo(f"[{loaded.manifest.name} on {loaded.device}, {variant}]", err=True)
+    return loaded
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str, typer.Argument(help="Text to continue.")] = "",
+    model: Annotated[Path | None, Opt(help="Artifact directory (default: bundled).")] = None,
+    n: Annotated[int, Opt("-n", "--max-new-chars", help="Characters to generate.")] = 300,
+    temperature: Annotated[float, Opt(help="0 is greedy.")] = 0.8,
+    top_k: Annotated[int | None, Opt()] = None,
+    top_p: Annotated[float | None, Opt()] = None,
+    seed: Annotated[int | None, Opt()] = None,
+    num_samples: Annotated[int, Opt(help="Independent samples (one batch).")] = 1,
+    stop: Annotated[list[str] | None, Opt(help="Stop after this string (repeatable).")] = None,
+    stream: Annotated[bool, Opt(help="Print characters as they are made.")] = False,
+    device: Annotated[str, Opt(help="auto | cpu | cuda")] = "auto",
+    variant: Annotated[str, Opt(help="fp32 | int8")] = "fp32",
+    on_unknown: Annotated[str, Opt(help="error | skip | replace")] = "error",
+) -> None:
+    """Generate text from an artifact (works without PyTorch)."""
+    import bard_sdk
+
+    if num_samples < 1:
+        fail(f"--num-samples must be at least 1, got {num_samples}")
+    loaded = load_model(model, device, variant)
+    prompts = [prompt] * num_samples
+    seeds = None if seed is None else [seed + i for i in range(num_samples)]
+    options: dict[str, Any] = dict(temperature=temperature, top_k=top_k, top_p=top_p,
+                                   stop=stop, seed=seeds, on_unknown=on_unknown)
+    with user_errors(bard_sdk.BardError, ValueError):
+        if stream:
+            pieces = loaded.stream(prompts, n, **options)
+            current = -1
+            for row, piece in pieces:
+                if row != current:
+                    if num_samples > 1 and row != current:
+                        typer.echo(f"\n--- sample {row + 1} ---\n{prompt}", nl=False)
+                    current = row
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+            typer.echo("")
+            return
+        texts = loaded.generate(prompts, n, **options)
+    for index, text in enumerate(texts):
+        if num_samples > 1:
+            typer.echo(f"--- sample {index + 1} ---")
+        typer.echo(prompt + text)
+
+
+@app.command("eval")
+def eval_command(
+    file: Annotated[Path, typer.Argument(help="UTF-8 text to score.")],
+    model: Annotated[Path | None, Opt(help="Artifact directory (default: bundled).")] = None,
+    split: Annotated[str, Opt(help="all | val (the last --val-fraction) | train")] = "all",
+    val_fraction: Annotated[float, Opt()] = 0.1,
+    device: Annotated[str, Opt(help="auto | cpu | cuda")] = "auto",
+    variant: Annotated[str, Opt(help="fp32 | int8")] = "fp32",
+    on_unknown: Annotated[str, Opt(help="error | skip | replace")] = "error",
+    replacement: Annotated[str | None, Opt(help="Character for --on-unknown replace.")] = None,
+    json_out: Annotated[bool, Opt("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Score a text: loss in nats per character and bits per character (works without PyTorch)."""
+    import json
+
+    import bard_sdk
+
+    text = read_text_file(file)
+    if split not in ("all", "val", "train"):
+        fail(f"--split must be all, val or train, got {split!r}")
+    if not 0 < val_fraction < 1:
+        fail(f"--val-fraction must be in (0, 1), got {val_fraction}")
+    cut = int(len(text) * (1 - val_fraction))
+    text = {"all": text, "val": text[cut:], "train": text[:cut]}[split]
+    loaded = load_model(model, device, variant)
+    with user_errors(bard_sdk.BardError, ValueError):
+        score = loaded.score(text, on_unknown=on_unknown, replacement=replacement)  # type: ignore[arg-type]
+    result = {"file": str(file), "split": split, "characters": score.characters,
+              "nats_per_char": score.nats_per_char, "bits_per_char": score.bits_per_char,
+              "variant": variant}
+    if json_out:
+        typer.echo(json.dumps(result))
+    else:
+        typer.echo(f"{file} ({split}, {score.characters:,} predictions): "
+                   f"{score.nats_per_char:.4f} nats/char, {score.bits_per_char:.4f} bits/char")
+
+
+def read_text_file(path: Path) -> str:
+    if not path.is_file():
+        fail(f"file not found: {path}")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        fail(f"file is not valid UTF-8: {path} (byte offset {err.start})")
+
+
+# ---------------------------------------------------------------------------- bench
+
+
+@app.command()
+def bench(
+    model: Annotated[Path | None, Opt(help="Artifact directory (default: bundled).")] = None,
+    quick: Annotated[bool, Opt(help="A smoke run: small batches, few characters.")] = False,
+    out: Annotated[Path, Opt(help="Where bench.json and bench.png go.")] = Path("bench-results"),
+    threads: Annotated[int | None, Opt(help="Threads for every engine.")] = None,
+) -> None:
+    """Measure generation and training speed of every engine side by side (BENCHMARKS.md)."""
+    require_train_extra("bench")
+    import bard_sdk
+
+    from bard.bench.run import run_bench
+
+    with user_errors(bard_sdk.BardError, ValueError):
+        run_bench(model, quick, out, threads)
+
+
+def launch_torchrun(nproc: int) -> NoReturn:
+    """`bard train --nproc N ...` = `torchrun --standalone --nproc_per_node N -m bard train`."""
+    if nproc < 1:
+        fail(f"--nproc must be at least 1, got {nproc}")
+    args = strip_option(sys.argv[2:], "--nproc")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={nproc}", "-m", "bard", "train", *args]
+    raise typer.Exit(subprocess.call(command, env=os.environ.copy()))
+
+
+def strip_option(args: list[str], name: str) -> list[str]:
+    kept: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == name:
+            skip = True
+        elif not arg.startswith(name + "="):
+            kept.append(arg)
+    return kept
+
+
+def main() -> None:
+    app()
+
+
+Command = Callable[..., None]

@@ -1,0 +1,278 @@
+"""`bard bench`: generation and training speed, side by side, in one run.
+
+Every engine runs on the same weights and the same prompts; each measurement is warmed up,
+repeated, and reported as median and spread; ratios are taken within the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import bard_sdk
+import numpy as np
+import torch
+
+from .engines import (
+    Engine,
+    bare_ort_engine,
+    sdk_engine,
+    torch_engine,
+    torch_model_from_onnx,
+    tutorial_engine,
+)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    batches: tuple[int, ...] = (1, 8, 64, 256)
+    new_chars: int = 200
+    repeats: int = 5
+    prefill_chars: int = 1000
+    train_steps: int = 30
+    threads: int | None = None
+
+    @classmethod
+    def quick(cls) -> BenchConfig:
+        return cls(batches=(1, 8), new_chars=20, repeats=2, prefill_chars=200, train_steps=6)
+
+
+@dataclass
+class Measurement:
+    engine: str
+    metric: str
+    batch: int
+    median: float
+    low: float
+    high: float
+    unit: str
+
+
+@dataclass
+class Report:
+    machine: dict[str, Any]
+    config: dict[str, Any]
+    model: str
+    measurements: list[Measurement] = field(default_factory=list)
+    ratios: dict[str, float] = field(default_factory=dict)
+    extras: dict[str, float] = field(default_factory=dict)
+
+    def get(self, engine: str, metric: str, batch: int) -> float:
+        for m in self.measurements:
+            if (m.engine, m.metric, m.batch) == (engine, metric, batch):
+                return m.median
+        return float("nan")
+
+
+def machine_info(threads: int | None) -> dict[str, Any]:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import onnxruntime
+
+    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads or os.cpu_count(),
+            "python": platform.python_version(), "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
+            "bard": metadata.version("bard"), "platform": platform.platform()}
+
+
+def timed(fn: Callable[[], object], repeats: int) -> list[float]:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def speed(engine: str, batch: int, work: float, times: list[float]) -> Measurement:
+    rates = [work / t for t in times]
+    return Measurement(engine, "chars_per_s", batch, statistics.median(rates), min(rates),
+                       max(rates), "chars/s")
+
+
+def bench_generation(report: Report, engines: dict[str, Engine], vocab: int,
+                     config: BenchConfig, slow: set[str]) -> None:
+    rng = np.random.default_rng(0)
+    for batch in config.batches:
+        prompts = rng.integers(0, vocab, (batch, 8), dtype=np.int64)
+        for name, engine in engines.items():
+            new = config.new_chars
+            if name in slow and batch >= 64:
+                new = max(5, new // 10)  # the re-feed baseline is slow; its rate is per char
+            times = timed(lambda e=engine, n=new, p=prompts: e(p, n), config.repeats)
+            report.measurements.append(speed(name, batch, batch * new, times))
+            print(f"  {name:>14} batch {batch:>3}: "
+                  f"{report.measurements[-1].median:>12,.0f} chars/s", file=sys.stderr)
+
+
+def bench_prefill(report: Report, engines: dict[str, Engine], vocab: int,
+                  config: BenchConfig) -> None:
+    prompt = np.random.default_rng(1).integers(0, vocab, (1, config.prefill_chars),
+                                               dtype=np.int64)
+    for name in ("sdk", "onnxruntime", "torch"):
+        times = timed(lambda e=engines[name]: e(prompt, 1), config.repeats)
+        report.measurements.append(Measurement(name, "first_char_ms", 1,
+                                               statistics.median(times) * 1e3,
+                                               min(times) * 1e3, max(times) * 1e3, "ms"))
+
+
+MEMORY_SCRIPT = """
+import resource, sys, numpy as np
+kind, path, batch, new = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+prompts = np.random.default_rng(0).integers(0, 60, (batch, 8))
+if kind == "sdk":
+    import bard_sdk
+    model = bard_sdk.load(path, device="cpu")
+    model.generate([model.vocab.decode(p) for p in prompts], new, temperature=0.8, seed=1)
+else:
+    import onnxruntime as ort
+    s = ort.InferenceSession(path + "/model.onnx", providers=["CPUExecutionProvider"])
+    layers, _, hidden = s.get_inputs()[1].shape
+    h = c = np.zeros((layers, batch, hidden), np.float32)
+    logits, h, c = s.run(None, {"tokens": prompts, "h0": h, "c0": c})
+    for _ in range(new):
+        ids = logits[:, -1].argmax(1)[:, None]
+        logits, h, c = s.run(None, {"tokens": ids, "h0": h, "c0": c})
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def peak_memory_mb(kind: str, artifact: Path, batch: int, new: int) -> float:
+    out = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, kind, str(artifact), str(batch),
+                          str(new)], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def import_overhead_s(repeats: int) -> float:
+    """Extra seconds `import bard_sdk` adds after `import onnxruntime` (median, subprocess)."""
+    code = ("import time; import onnxruntime; t = time.perf_counter(); import bard_sdk; "
+            "print(time.perf_counter() - t)")
+    runs = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                 check=True).stdout) for _ in range(max(3, repeats))]
+    return statistics.median(runs)
+
+
+def bench_training(report: Report, manifest: bard_sdk.Manifest, config: BenchConfig,
+                   quick: bool) -> None:
+    """`bard train`'s own loop against a bare forward/backward/step on the same model and batch."""
+    from bard.training.config import PRESETS, ModelConfig, TrainConfig
+    from bard.training.model import CharLSTM
+    from bard.training.train import RunRequest, make_optimizer, train
+
+    preset = PRESETS["tiny" if quick else "shakespeare"]
+    raw = manifest.raw["model"]
+    model_fields = dict(embedding_dim=raw["embedding_dim"], hidden_size=raw["hidden_size"],
+                        num_layers=raw["num_layers"], dropout=preset.model.get("dropout", 0.0))
+    train_fields = {k: preset.train[k] for k in ("batch_size", "seq_len", "precision")
+                    if k in preset.train}
+    steps = config.train_steps
+    with tempfile.TemporaryDirectory() as tmp:
+        train(RunRequest(out=Path(tmp) / "run", preset="tiny", show_progress=False,
+                         device="cpu", threads=config.threads,
+                         overrides={**model_fields, **train_fields, "max_steps": steps,
+                                    "eval_interval": steps, "warmup_steps": 1,
+                                    "val_streams": 1, "val_fraction": 0.01}))
+        records = [json.loads(line) for line in
+                   (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
+    window_rates = [r["chars_per_s"] for r in records if r["split"] == "train"][1:] or [
+        r["chars_per_s"] for r in records if r["split"] == "train"]
+    report.measurements.append(Measurement("bard train", "train_chars_per_s", 0,
+                                           statistics.median(window_rates), min(window_rates),
+                                           max(window_rates), "chars/s"))
+
+    tc = TrainConfig(**train_fields)
+    model = CharLSTM(ModelConfig(vocab_size=raw["vocab_size"], **model_fields))
+    optimizer = make_optimizer(model, tc)
+    tokens = torch.randint(0, raw["vocab_size"], (tc.batch_size, tc.seq_len + 1))
+    use_bf16 = tc.precision == "bf16"
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+            logits, _ = model(tokens[:, :-1])
+        loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1),
+                                                 tokens[:, 1:].flatten())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+
+    times = timed(step, max(3, steps // 2))
+    report.measurements.append(speed("bare loop", 0, tc.batch_size * tc.seq_len, times))
+    report.measurements[-1].metric = "train_chars_per_s"
+
+
+def run_bench(artifact: Path | None, quick: bool, out_dir: Path,
+              threads: int | None = None) -> Report:
+    config = BenchConfig.quick() if quick else BenchConfig()
+    config = BenchConfig(**{**asdict(config), "threads": threads})
+    if threads:
+        torch.set_num_threads(threads)
+    path = artifact or bard_sdk.bundled_model_path()
+    sdk = bard_sdk.load(path, device="cpu", threads=threads)
+    report = Report(machine_info(threads), asdict(config), str(path))
+    torch_model = torch_model_from_onnx(path / sdk.manifest.file("fp32").path, sdk.manifest)
+    engines: dict[str, Engine] = {"sdk": sdk_engine(sdk)}
+    if "int8" in sdk.manifest.variants():
+        engines["sdk int8"] = sdk_engine(bard_sdk.load(path, variant="int8", threads=threads))
+    engines["onnxruntime"] = bare_ort_engine(path / sdk.manifest.file("fp32").path, threads)
+    engines["torch"] = torch_engine(torch_model)
+    engines["tutorial"] = tutorial_engine(torch_model)
+    print("generation (greedy, chars/s):", file=sys.stderr)
+    bench_generation(report, engines, len(sdk.vocab), config, slow={"tutorial", "torch"})
+    bench_prefill(report, engines, len(sdk.vocab), config)
+    biggest = max(config.batches)
+    report.extras["peak_rss_mb_sdk"] = peak_memory_mb("sdk", path, biggest, config.new_chars)
+    report.extras["peak_rss_mb_onnxruntime"] = peak_memory_mb("ort", path, biggest,
+                                                              config.new_chars)
+    report.extras["import_bard_sdk_after_onnxruntime_s"] = import_overhead_s(config.repeats)
+    bench_training(report, sdk.manifest, config, quick)
+    compute_ratios(report, config)
+    write_outputs(report, out_dir)
+    return report
+
+
+def compute_ratios(report: Report, config: BenchConfig) -> None:
+    for batch in config.batches:
+        sdk = report.get("sdk", "chars_per_s", batch)
+        report.ratios[f"sdk/torch@{batch}"] = sdk / report.get("torch", "chars_per_s", batch)
+        report.ratios[f"sdk/onnxruntime@{batch}"] = sdk / report.get("onnxruntime",
+                                                                     "chars_per_s", batch)
+        report.ratios[f"sdk/tutorial@{batch}"] = sdk / report.get("tutorial", "chars_per_s",
+                                                                  batch)
+        int8 = report.get("sdk int8", "chars_per_s", batch)
+        if not np.isnan(int8):
+            report.ratios[f"int8/sdk@{batch}"] = int8 / sdk
+    report.ratios["peak_rss sdk/onnxruntime"] = (report.extras["peak_rss_mb_sdk"]
+                                                 / report.extras["peak_rss_mb_onnxruntime"])
+    report.ratios["bard train/bare loop"] = (report.get("bard train", "train_chars_per_s", 0)
+                                             / report.get("bare loop", "train_chars_per_s", 0))
+
+
+def write_outputs(report: Report, out_dir: Path) -> None:
+    from bard.training.fsutil import atomic_write_text
+
+    from .report import plot, table
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    payload = {**asdict(report)}
+    atomic_write_text(out_dir / "bench.json", json.dumps(payload, indent=1) + "\n")
+    plot(report, out_dir / "bench.png")
+    print(table(report))

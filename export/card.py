@@ -1,0 +1,81 @@
+"""The model card (README.md) written beside every exported artifact."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import bard_sdk
+from bard.training.fsutil import atomic_write_text
+
+SAMPLE_PROMPT = "ROMEO:"
+SAMPLE_TEMPERATURES = (0.5, 0.8, 1.0)
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    name: str
+    characters: int
+    skipped: int
+    nats_per_char: float
+    bits_per_char: float
+
+
+def write_card(directory: Path, final_name: str, manifest: dict[str, Any],
+               model: bard_sdk.Model, heldout: list[HeldOut], notes: str,
+               command: str | None) -> None:
+    prov = manifest["provenance"]
+    sizes = manifest["model"]
+    cfg = prov["train_config"]
+    lines = [
+        f"# {manifest['name']}: a character-level LSTM language model",
+        "",
+        f"Trained with bard {manifest['bard_version']} on `{prov['corpus']['name']}` "
+        f"({prov['corpus']['length']:,} characters, sha256 `{prov['corpus']['sha256'][:16]}…`), "
+        f"first {1 - prov['split']['val_fraction']:.0%} for training, the last "
+        f"{prov['split']['val_fraction']:.0%} for validation.",
+        "",
+        "## Sizes",
+        "",
+        f"- {sizes['num_layers']} LSTM layers x {sizes['hidden_size']} hidden, embedding "
+        f"{sizes['embedding_dim']}, vocabulary {sizes['vocab_size']} characters",
+        f"- {sizes['parameters']:,} parameters; {prov['steps']:,} training steps of "
+        f"{cfg['batch_size']} x {cfg['seq_len']} characters",
+        "",
+        "## Metrics (validation split, one stream with the state carried across it)",
+        "",
+        "| model | nats/char | bits/char |",
+        "| --- | --- | --- |",
+        f"| float32 (`model.onnx`) | {prov['val_loss_nats']:.4f} | {prov['val_bpc']:.4f} |",
+    ]
+    if "val_loss_nats_int8" in prov:
+        lines.append(f"| int8 (`model.int8.onnx`) | {prov['val_loss_nats_int8']:.4f} | "
+                     f"{prov['val_bpc_int8']:.4f} |")
+    if heldout:
+        lines += ["", "## Held-out texts (never trained on)", "",
+                  "Characters outside the vocabulary are skipped (`on_unknown='skip'`): the "
+                  "text is scored as if they were absent.", "",
+                  "| text | characters | skipped | nats/char | bits/char |",
+                  "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {h.name} | {h.characters:,} | {h.skipped} | {h.nats_per_char:.4f} | "
+                  f"{h.bits_per_char:.4f} |" for h in heldout]
+    lines += ["", f"## Samples (prompt `{SAMPLE_PROMPT}`, 300 characters, seed 7)", ""]
+    for temperature in SAMPLE_TEMPERATURES:
+        text = model.generate(SAMPLE_PROMPT, 300, temperature=temperature, seed=7)
+        lines += [f"temperature {temperature}:", "", "```text", SAMPLE_PROMPT + text, "```", ""]
+    lines += [
+        "## How to load", "",
+        "```python", "import bard_sdk",
+        f"model = bard_sdk.load({final_name!r})  # this directory",
+        'print(model.generate("ROMEO:", 300, temperature=0.8, seed=1))', "```", "",
+        "Parity with PyTorch (checked at export): max |logits diff| "
+        f"{prov['parity']['max_logits_diff']:.1e}, max |state diff| "
+        f"{prov['parity']['max_state_diff']:.1e}, {prov['parity']['greedy_chars_identical']} "
+        "greedy characters identical.",
+    ]
+    if command:
+        lines += ["", "## Reproduce", "", "```sh", command, "```"]
+    if notes:
+        lines += ["", notes.strip()]
+    atomic_write_text(directory / "README.md", "\n".join(lines) + "\n")

@@ -1,0 +1,105 @@
+"""The parity gate: PyTorch and the SDK's own onnxruntime path must agree before we ship.
+
+Each check returns a measured number; `ParityError` names the check that failed. The ONNX side
+runs through `bard_sdk` (its loader, runner and generation loop), not a parallel copy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import bard_sdk
+import numpy as np
+import torch
+from bard.training.model import CharLSTM
+
+LOGITS_TOL = 1e-4
+STATE_TOL = 1e-5
+SHAPES = [(batch, time) for batch in (1, 3) for time in (1, 17, 200)]
+
+
+class ParityError(RuntimeError):
+    """PyTorch and ONNX disagree: the artifact is not written."""
+
+
+@dataclass
+class ParityReport:
+    max_logits_diff: float = 0.0
+    max_state_diff: float = 0.0
+    stepwise_max_diff: float = 0.0
+    greedy_chars: int = 0
+    details: list[str] = field(default_factory=list)
+
+
+def torch_step(model: CharLSTM, tokens: np.ndarray, h: np.ndarray,
+               c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    with torch.inference_mode():
+        logits, (hn, cn) = model(torch.from_numpy(tokens), (torch.from_numpy(h),
+                                                            torch.from_numpy(c)))
+    return logits.numpy(), hn.numpy(), cn.numpy()
+
+
+def torch_greedy(model: CharLSTM, prompt_ids: np.ndarray, count: int) -> list[int]:
+    h = np.zeros((model.config.num_layers, 1, model.config.hidden_size), np.float32)
+    logits, h, c = torch_step(model, prompt_ids[None, :], h, h.copy())
+    out: list[int] = []
+    for _ in range(count):
+        out.append(int(logits[0, -1].argmax()))
+        logits, h, c = torch_step(model, np.array([[out[-1]]]), h, c)
+    return out
+
+
+def check_parity(model: CharLSTM, sdk_model: bard_sdk.Model, prompt: str,
+                 seed: int = 0) -> ParityReport:
+    """Run every check; raise ParityError on the first violation."""
+    model.eval()
+    report = ParityReport()
+    rng = np.random.default_rng(seed)
+    layers, hidden, vocab = (model.config.num_layers, model.config.hidden_size,
+                             model.config.vocab_size)
+    runner = sdk_model.runner
+
+    for batch, time in SHAPES:
+        tokens = rng.integers(0, vocab, (batch, time), dtype=np.int64)
+        h0 = rng.standard_normal((layers, batch, hidden)).astype(np.float32) * 0.5
+        c0 = rng.standard_normal((layers, batch, hidden)).astype(np.float32) * 0.5
+        t_logits, t_h, t_c = torch_step(model, tokens, h0, c0)
+        o_logits, state = runner.step(tokens, runner.state(h0, c0))
+        o_h, o_c = state.to_numpy()
+        logits_diff = float(np.abs(t_logits - o_logits).max())
+        state_diff = float(max(np.abs(t_h - o_h).max(), np.abs(t_c - o_c).max()))
+        report.max_logits_diff = max(report.max_logits_diff, logits_diff)
+        report.max_state_diff = max(report.max_state_diff, state_diff)
+        report.details.append(f"batch {batch} time {time}: logits {logits_diff:.2e}, "
+                              f"state {state_diff:.2e}")
+        if logits_diff > LOGITS_TOL or state_diff > STATE_TOL:
+            raise ParityError(f"batch {batch}, time {time}: max |logits diff| {logits_diff:.2e} "
+                              f"(limit {LOGITS_TOL}), max |state diff| {state_diff:.2e} "
+                              f"(limit {STATE_TOL})")
+
+    tokens = rng.integers(0, vocab, (1, 100), dtype=np.int64)
+    zeros = np.zeros((layers, 1, hidden), np.float32)
+    whole_logits, whole = runner.step(tokens, runner.state(zeros, zeros))
+    state = runner.state(zeros, zeros)
+    steps = []
+    for t in range(tokens.shape[1]):
+        logits, state = runner.step(tokens[:, t : t + 1], state)
+        steps.append(logits)
+    stepwise = np.concatenate(steps, axis=1)
+    diff = float(np.abs(stepwise - whole_logits).max())
+    diff = max(diff, *(float(np.abs(a - b).max())
+                       for a, b in zip(state.to_numpy(), whole.to_numpy())))
+    report.stepwise_max_diff = diff
+    if diff > LOGITS_TOL:
+        raise ParityError(f"feeding 100 characters one call at a time differs from one call "
+                          f"by {diff:.2e}")
+
+    prompt_ids = sdk_model.encode(prompt)
+    expected = sdk_model.vocab.decode(torch_greedy(model, prompt_ids, 200))
+    produced = sdk_model.generate(prompt, 200, temperature=0)
+    if produced != expected:
+        first = next(i for i, (a, b) in enumerate(zip(produced, expected)) if a != b)
+        raise ParityError(f"greedy generation differs from PyTorch at character {first}: "
+                          f"{produced[first:first + 20]!r} vs {expected[first:first + 20]!r}")
+    report.greedy_chars = len(produced)
+    return report

@@ -1,0 +1,57 @@
+"""bard_sdk: batched, stateful character generation from bard artifacts on onnxruntime.
+
+    import bard_sdk
+    bard_sdk.generate("ROMEO:")                      # the bundled Shakespeare model
+    model = bard_sdk.load("artifacts/shakespeare")   # or any exported artifact
+    model.generate(["ROMEO:", "JULIET:"], seed=[1, 2], temperature=0.8)
+
+Depends on numpy and onnxruntime only.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+from .errors import ArtifactError, BardError, DeviceError, UnknownCharacterError
+from .manifest import FORMAT_VERSION, Manifest, read_manifest
+from .model import Model, Score
+from .session import Session
+
+__all__ = [
+    "FORMAT_VERSION", "ArtifactError", "BardError", "DeviceError", "Manifest", "Model", "Score",
+    "Session", "UnknownCharacterError", "bundled_model_path", "generate", "load",
+    "read_manifest",
+]
+
+BUNDLED_MODEL = "shakespeare"
+_cache: dict[tuple[str, str, int | None], Model] = {}
+_cache_lock = threading.Lock()
+
+
+def bundled_model_path() -> Path:
+    """Where the model shipped inside the package lives."""
+    path = Path(str(resources.files("bard_sdk.artifacts").joinpath(BUNDLED_MODEL)))
+    if not (path / "manifest.json").is_file():
+        raise ArtifactError(f"no bundled model found at {path}; pass a path to load()")
+    return path
+
+
+def load(path: str | Path | None = None, *, device: str = "auto", variant: str = "fp32",
+         threads: int | None = None) -> Model:
+    """Load an artifact directory (default: the bundled model), verified against its manifest."""
+    directory = bundled_model_path() if path is None else Path(path)
+    return Model(directory, device=device, variant=variant, threads=threads)
+
+
+def generate(prompt: str | Sequence[str], max_new_chars: int = 200, **options: object
+             ) -> str | list[str]:
+    """Generate with the bundled model, loaded once per process and cached."""
+    key = (BUNDLED_MODEL, "auto", None)
+    with _cache_lock:
+        if key not in _cache:
+            _cache[key] = load()
+        model = _cache[key]
+    return model.generate(prompt, max_new_chars, **options)  # type: ignore[arg-type]

@@ -1,0 +1,27 @@
+"""The errors bard_sdk raises at its boundary; each names the problem in one line."""
+
+
+class BardError(Exception):
+    """Base class for every error bard_sdk raises on purpose."""
+
+
+class ArtifactError(BardError, ValueError):
+    """An artifact directory is missing, corrupt, tampered with, or from a newer format."""
+
+
+class UnknownCharacterError(BardError, ValueError):
+    """Text holds characters the model's vocabulary lacks (with on_unknown='error')."""
+
+    def __init__(self, unknown: list[tuple[int, str]], total: int) -> None:
+        shown = ", ".join(f"{ch!r} at {pos}" for pos, ch in unknown[:10])
+        more = f" and {total - 10} more" if total > 10 else ""
+        super().__init__(
+            f"{total} character(s) not in the model's vocabulary: {shown}{more} "
+            "(pass on_unknown='skip' or 'replace')"
+        )
+        self.positions = [pos for pos, _ in unknown]
+        self.characters = sorted({ch for _, ch in unknown})
+
+
+class DeviceError(BardError, RuntimeError):
+    """The requested execution device is not available in this onnxruntime."""

@@ -1,0 +1,89 @@
+"""Vectorised sampling over a batch, with a random stream per row.
+
+Each row draws its uniforms from a counter-based generator keyed by (row seed, step), so a row
+samples the same characters whether it runs alone or inside any batch, and no Python loop over
+rows is needed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+MASK64 = (1 << 64) - 1
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Checked once per call, outside the decode loop."""
+
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+
+    def validate(self, vocab_size: int) -> None:
+        if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)):
+            raise ValueError(f"temperature must be a number, got {self.temperature!r}")
+        if not np.isfinite(self.temperature) or self.temperature < 0:
+            raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature}")
+        if self.top_k is not None and (
+            isinstance(self.top_k, bool) or not isinstance(self.top_k, int)
+            or not 1 <= self.top_k <= vocab_size
+        ):
+            raise ValueError(f"top_k must be an integer in [1, {vocab_size}], got {self.top_k!r}")
+        if self.top_p is not None and (
+            isinstance(self.top_p, bool) or not isinstance(self.top_p, (int, float))
+            or not 0.0 < self.top_p <= 1.0
+        ):
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        z = x + _GOLDEN
+        z = (z ^ (z >> np.uint64(30))) * _MIX1
+        z = (z ^ (z >> np.uint64(27))) * _MIX2
+        return z ^ (z >> np.uint64(31))
+
+
+def row_keys(seeds: list[int | None]) -> np.ndarray:
+    """One 64-bit key per row; a None seed draws fresh entropy from the OS."""
+    values = [int.from_bytes(os.urandom(8), "little") if s is None else int(s) & MASK64
+              for s in seeds]
+    return _splitmix64(np.array(values, dtype=np.uint64))
+
+
+def uniforms(keys: np.ndarray, step: int) -> np.ndarray:
+    """Uniform floats in [0, 1), one per row, for decode step `step`."""
+    with np.errstate(over="ignore"):
+        bits = _splitmix64(keys + np.uint64(step) * _GOLDEN)
+    return (bits >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
+def sample(logits: np.ndarray, params: SamplingParams, u: np.ndarray) -> np.ndarray:
+    """Next ids [batch] from logits [batch, vocab]: greedy, or temperature / top-k / top-p."""
+    if params.greedy:
+        return logits.argmax(axis=1)
+    z = logits.astype(np.float64) / params.temperature
+    if params.top_k is not None and params.top_k < z.shape[1]:
+        kth = np.partition(z, -params.top_k, axis=1)[:, -params.top_k, None]
+        z = np.where(z < kth, -np.inf, z)
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    if params.top_p is not None and params.top_p < 1.0:
+        order = np.argsort(-p, axis=1, kind="stable")
+        sorted_p = np.take_along_axis(p, order, axis=1)
+        before = np.cumsum(sorted_p, axis=1) - sorted_p
+        drop = before > params.top_p * sorted_p.sum(axis=1, keepdims=True)
+        np.put_along_axis(p, order, np.where(drop, 0.0, sorted_p), axis=1)
+    cdf = np.cumsum(p, axis=1)
+    chosen = (cdf <= (u * cdf[:, -1])[:, None]).sum(axis=1)
+    return np.minimum(chosen, logits.shape[1] - 1)

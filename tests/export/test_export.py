@@ -1,0 +1,181 @@
+"""The exported artifact: graph contract, parity with PyTorch, manifest, int8, atomicity."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import bard_sdk
+import jsonschema
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from bard.export import export as export_module
+from bard.export.export import ExportRequest, export_run
+from bard.export.parity import LOGITS_TOL, SHAPES, STATE_TOL, ParityError, check_parity
+from bard.training.checkpoint import find_checkpoint, load_checkpoint, model_from_checkpoint
+from bard.training.errors import UsageError
+
+from tests.conftest import ROOT
+
+
+def manifest_of(artifact: Path) -> dict:
+    return json.loads((artifact / "manifest.json").read_text())
+
+
+def test_graph_contract(tiny_artifact: Path) -> None:
+    model = onnx.load(str(tiny_artifact / "model.onnx"))
+    onnx.checker.check_model(model, full_check=True)
+    assert {o.domain for o in model.opset_import} <= {"", "ai.onnx"}
+    assert max(o.version for o in model.opset_import) >= 17
+    lstms = [n for n in model.graph.node if n.op_type == "LSTM"]
+    assert len(lstms) == 2, "one fused LSTM node per layer"
+    initializers = {t.name for t in model.graph.initializer}
+    for node in lstms:
+        assert set(node.input[1:4]) <= initializers, "W, R, B are plain initializers"
+    assert all(t.data_location != onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+
+    def dims(value: onnx.ValueInfoProto) -> list:
+        return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+
+    shapes = {v.name: dims(v) for v in list(model.graph.input) + list(model.graph.output)}
+    assert shapes == {"tokens": ["batch", "time"], "h0": [2, "batch", 48],
+                      "c0": [2, "batch", 48], "logits": ["batch", "time", 65],
+                      "hn": [2, "batch", 48], "cn": [2, "batch", 48]}
+
+
+def test_bare_onnxruntime_session_takes_any_time_length(
+        tiny_artifact: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    options = ort.SessionOptions()
+    options.log_severity_level = 1  # show warnings (and info) if onnxruntime has any
+    session = ort.InferenceSession(str(tiny_artifact / "model.onnx"), options,
+                                   providers=["CPUExecutionProvider"])
+    capfd.readouterr()
+    for batch, time in ((1, 3), (4, 41), (2, 333)):
+        tokens = np.random.default_rng(0).integers(0, 65, (batch, time))
+        state = np.zeros((2, batch, 48), np.float32)
+        logits, hn, cn = session.run(None, {"tokens": tokens, "h0": state, "c0": state})
+        assert logits.shape == (batch, time, 65)
+        assert hn.shape == cn.shape == (2, batch, 48)
+    captured = capfd.readouterr()
+    assert "W:" not in captured.err and "warning" not in captured.err.lower()
+
+
+def test_parity_with_pytorch(tiny_run: Path, tiny_artifact: Path) -> None:
+    model = model_from_checkpoint(load_checkpoint(find_checkpoint(tiny_run)))
+    report = check_parity(model, bard_sdk.load(tiny_artifact, device="cpu"), "ROMEO:", seed=5)
+    assert len(report.details) == len(SHAPES) == 6
+    assert report.max_logits_diff <= LOGITS_TOL
+    assert report.max_state_diff <= STATE_TOL
+    assert report.stepwise_max_diff <= LOGITS_TOL
+    assert report.greedy_chars == 200
+
+
+def test_parity_gate_catches_a_wrong_model(tiny_run: Path, tiny_artifact: Path) -> None:
+    import torch
+
+    model = model_from_checkpoint(load_checkpoint(find_checkpoint(tiny_run)))
+    with torch.no_grad():
+        model.head.bias.add_(1e-3)
+    with pytest.raises(ParityError, match="logits"):
+        check_parity(model, bard_sdk.load(tiny_artifact, device="cpu"), "ROMEO:")
+
+
+def test_manifest_matches_published_schema_and_files(tiny_artifact: Path) -> None:
+    manifest = manifest_of(tiny_artifact)
+    schema = json.loads((ROOT / "sdk" / "manifest.schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.validate(manifest, schema)
+    assert manifest["format_version"] == bard_sdk.FORMAT_VERSION
+    assert len(manifest["vocabulary"]) == manifest["model"]["vocab_size"] == 65
+    assert set(manifest["files"]) == {"fp32", "int8"}
+    for entry in manifest["files"].values():
+        data = (tiny_artifact / entry["path"]).read_bytes()
+        assert len(data) == entry["bytes"]
+        import hashlib
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+    prov = manifest["provenance"]
+    assert prov["split"]["val_fraction"] == 0.1
+    assert prov["split"]["train_chars"] == 1_003_854
+    assert prov["steps"] == 60
+    assert prov["val_bpc"] == pytest.approx(prov["val_loss_nats"] / np.log(2))
+    assert (tiny_artifact / "README.md").read_text().count("temperature") >= 3
+
+
+def test_int8_variant_runs_and_stays_close(tiny_artifact: Path) -> None:
+    model = onnx.load(str(tiny_artifact / "model.int8.onnx"))
+    assert any(n.op_type == "DynamicQuantizeLSTM" for n in model.graph.node)
+    prov = manifest_of(tiny_artifact)["provenance"]
+    assert abs(prov["val_loss_nats_int8"] - prov["val_loss_nats"]) <= 0.01
+    int8 = bard_sdk.load(tiny_artifact, variant="int8")
+    assert len(int8.generate("ROMEO:", 50, seed=1)) == 50
+
+
+def test_recorded_validation_loss_is_reproduced_by_the_sdk(tiny_artifact: Path) -> None:
+    text = (ROOT / "training" / "corpus" / "tinyshakespeare.txt.gz").read_bytes()
+    import gzip
+    corpus = gzip.decompress(text).decode()
+    val = corpus[int(len(corpus) * 0.9):]
+    score = bard_sdk.load(tiny_artifact).score(val)
+    assert score.nats_per_char == pytest.approx(
+        manifest_of(tiny_artifact)["provenance"]["val_loss_nats"], abs=1e-4)
+
+
+def test_existing_output_is_refused_without_force(tiny_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "art"
+    out.mkdir()
+    (out / "keep.txt").write_text("keep")
+    with pytest.raises(UsageError, match="--force"):
+        export_run(ExportRequest(run_dir=tiny_run, out=out))
+    assert (out / "keep.txt").read_text() == "keep"
+
+
+def test_failed_gate_writes_nothing(tiny_run: Path, tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    def failing(*args: object, **kwargs: object) -> None:
+        raise ParityError("forced failure")
+
+    monkeypatch.setattr(export_module, "check_parity", failing)
+    out = tmp_path / "art"
+    with pytest.raises(ParityError):
+        export_run(ExportRequest(run_dir=tiny_run, out=out))
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == [], "no temporary directory left behind"
+
+
+def test_force_replaces_an_existing_artifact(tiny_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "art"
+    out.mkdir()
+    (out / "stale.txt").write_text("old")
+    export_run(ExportRequest(run_dir=tiny_run, out=out, force=True))
+    assert not (out / "stale.txt").exists()
+    assert bard_sdk.load(out).generate("A", 5, seed=0)
+
+
+def test_run_without_checkpoint_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "run").mkdir()
+    with pytest.raises(UsageError, match="no checkpoint"):
+        export_run(ExportRequest(run_dir=tmp_path / "run", out=tmp_path / "art"))
+
+
+def test_corrupt_safetensors_is_refused(tiny_run: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    weights = find_checkpoint(run) / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(UsageError, match="corrupt"):
+        export_run(ExportRequest(run_dir=run, out=tmp_path / "art"))
+    assert not (tmp_path / "art").exists()
+
+
+def test_config_and_weights_that_disagree_are_refused(tiny_run: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    state_file = find_checkpoint(run) / "state.json"
+    state = json.loads(state_file.read_text())
+    state["model_config"]["hidden_size"] = 64
+    state_file.write_text(json.dumps(state))
+    with pytest.raises(UsageError, match="disagree"):
+        export_run(ExportRequest(run_dir=run, out=tmp_path / "art"))

@@ -1,0 +1,160 @@
+"""bard_sdk.load refuses every broken or hostile artifact with a clear ArtifactError."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import bard_sdk
+import onnx
+import pytest
+from bard_sdk.manifest import sha256_bytes
+from bard_sdk.schema import validate_manifest_schema
+
+
+def edit_manifest(artifact: Path, change) -> None:  # type: ignore[no-untyped-def]
+    path = artifact / "manifest.json"
+    manifest = json.loads(path.read_text())
+    change(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+def rehash(artifact: Path, variant: str = "fp32") -> None:
+    def update(manifest: dict) -> None:
+        entry = manifest["files"][variant]
+        data = (artifact / entry["path"]).read_bytes()
+        entry["sha256"], entry["bytes"] = sha256_bytes(data), len(data)
+    edit_manifest(artifact, update)
+
+
+def test_import_pulls_in_neither_torch_nor_onnx() -> None:
+    code = ("import sys, bard_sdk; bad = sorted(m for m in sys.modules "
+            "if m.split('.')[0] in ('torch', 'onnx', 'onnxscript')); print(bad); "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_loads_and_reports_its_device(tiny_artifact: Path) -> None:
+    model = bard_sdk.load(tiny_artifact, threads=1)
+    assert model.device == "cpu" and model.variant == "fp32"
+    assert "cpu" in repr(model)
+
+
+def test_truncated_model_file(artifact_copy: Path) -> None:
+    path = artifact_copy / "model.onnx"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(bard_sdk.ArtifactError, match="does not match its manifest"):
+        bard_sdk.load(artifact_copy)
+
+
+def test_altered_model_file(artifact_copy: Path) -> None:
+    path = artifact_copy / "model.onnx"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(bard_sdk.ArtifactError, match="sha256"):
+        bard_sdk.load(artifact_copy)
+
+
+def test_newer_manifest_format(artifact_copy: Path) -> None:
+    edit_manifest(artifact_copy, lambda m: m.update(format_version=99))
+    with pytest.raises(bard_sdk.ArtifactError, match="newer"):
+        bard_sdk.load(artifact_copy)
+
+
+def test_manifest_schema_violation(artifact_copy: Path) -> None:
+    edit_manifest(artifact_copy, lambda m: m["model"].pop("hidden_size"))
+    with pytest.raises(bard_sdk.ArtifactError, match="hidden_size"):
+        bard_sdk.load(artifact_copy)
+
+
+def test_corrupt_manifest_json(artifact_copy: Path) -> None:
+    (artifact_copy / "manifest.json").write_text("{not json")
+    with pytest.raises(bard_sdk.ArtifactError, match="not valid JSON"):
+        bard_sdk.load(artifact_copy)
+
+
+def test_vocabulary_that_disagrees_with_the_graph(artifact_copy: Path) -> None:
+    def drop_char(manifest: dict) -> None:
+        manifest["vocabulary"] = manifest["vocabulary"][:-1]
+        manifest["model"]["vocab_size"] -= 1
+    edit_manifest(artifact_copy, drop_char)
+    with pytest.raises(bard_sdk.ArtifactError, match="predicts 65 characters"):
+        bard_sdk.load(artifact_copy)
+
+
+def test_unexpected_graph_names(artifact_copy: Path) -> None:
+    model = onnx.load(str(artifact_copy / "model.onnx"))
+    model.graph.output[0].name = "scores"
+    for node in model.graph.node:
+        for i, name in enumerate(node.output):
+            if name == "logits":
+                node.output[i] = "scores"
+    onnx.save(model, str(artifact_copy / "model.onnx"))
+    rehash(artifact_copy)
+    with pytest.raises(bard_sdk.ArtifactError, match="outputs"):
+        bard_sdk.load(artifact_copy)
+
+
+def test_external_data_is_refused(artifact_copy: Path) -> None:
+    model = onnx.load(str(artifact_copy / "model.onnx"))
+    onnx.save(model, str(artifact_copy / "model.onnx"), save_as_external_data=True,
+              all_tensors_to_one_file=True, location="weights.bin", size_threshold=0)
+    rehash(artifact_copy)
+    with pytest.raises(bard_sdk.ArtifactError, match="external data"):
+        bard_sdk.load(artifact_copy)
+
+
+def test_symlinked_model_is_refused(artifact_copy: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere.onnx"
+    os.replace(artifact_copy / "model.onnx", outside)
+    os.symlink(outside, artifact_copy / "model.onnx")
+    with pytest.raises(bard_sdk.ArtifactError, match="symbolic link"):
+        bard_sdk.load(artifact_copy)
+
+
+def test_path_outside_the_directory_is_refused(artifact_copy: Path) -> None:
+    edit_manifest(artifact_copy, lambda m: m["files"]["fp32"].update(path="../model.onnx"))
+    with pytest.raises(bard_sdk.ArtifactError, match=r"schema|outside"):
+        bard_sdk.load(artifact_copy)
+
+
+def test_missing_directory_and_variant(tiny_artifact: Path, tmp_path: Path) -> None:
+    with pytest.raises(bard_sdk.ArtifactError, match="not found"):
+        bard_sdk.load(tmp_path / "nothing")
+    with pytest.raises(bard_sdk.ArtifactError, match="no 'fp16' model"):
+        bard_sdk.load(tiny_artifact, variant="fp16")
+
+
+def test_cuda_without_cuda_is_a_clear_error(tiny_artifact: Path) -> None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    with pytest.raises(bard_sdk.DeviceError, match="onnxruntime-gpu"):
+        bard_sdk.load(tiny_artifact, device="cuda")
+    with pytest.raises(ValueError, match="device"):
+        bard_sdk.load(tiny_artifact, device="tpu")
+
+
+def test_builtin_schema_checker_agrees_with_jsonschema(tiny_artifact: Path) -> None:
+    import jsonschema
+
+    schema = json.loads((Path(bard_sdk.__file__).parent / "manifest.schema.json").read_text())
+    good = json.loads((tiny_artifact / "manifest.json").read_text())
+    bad_cases = [
+        {**good, "format_version": "1"},
+        {**good, "vocabulary": ["ab"]},
+        {**good, "files": {"fp32": {**good["files"]["fp32"], "sha256": "xyz"}}},
+        {**good, "extra": 1},
+        {k: v for k, v in good.items() if k != "graph"},
+    ]
+    assert validate_manifest_schema(good) == []
+    jsonschema.validate(good, schema)
+    for bad in bad_cases:
+        assert validate_manifest_schema(bad), bad
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, schema)

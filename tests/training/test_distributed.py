@@ -1,0 +1,69 @@
+"""DDP under torchrun with Gloo on the CPU: two processes, identical replicas, sharded eval."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from bard.training.checkpoint import find_checkpoint, load_checkpoint, model_from_checkpoint
+from bard.training.data import Splits, Vocabulary, read_corpus, split_streams
+from bard.training.evaluate import stream_nll
+
+from tests.conftest import bard_cli
+
+ARGS = ["--preset", "tiny", "--hidden-size", "32", "--embedding-dim", "16", "--seq-len", "32",
+        "--batch-size", "8", "--max-steps", "30", "--eval-interval", "15", "--val-streams", "6",
+        "--device", "cpu", "--threads", "1", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("ddp") / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "bard", "train", *ARGS, "--out", str(out)],
+        capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return out
+
+
+def test_ranks_end_with_identical_weights(ddp_run: Path) -> None:
+    state = json.loads((find_checkpoint(ddp_run, "last") / "state.json").read_text())
+    sums = state["rank_weight_checksums"]
+    assert len(sums) == 2 and sums[0] == sums[1]
+    assert state["world_size"] == 2 and len(state["rng"]) == 2
+    assert state["rng"][0]["sampler"] != state["rng"][1]["sampler"], "ranks draw different windows"
+
+
+def test_loss_falls_and_throughput_is_logged_per_rank(ddp_run: Path) -> None:
+    records = [json.loads(x) for x in (ddp_run / "metrics.jsonl").read_text().splitlines()]
+    val = [r["loss"] for r in records if r["split"] == "val"]
+    assert len(val) == 2 and val[1] < val[0]
+    train = [r for r in records if r["split"] == "train"]
+    assert all(r["chars_per_s_per_rank"] == pytest.approx(r["chars_per_s"] / 2) for r in train)
+
+
+def test_sharded_validation_equals_single_process(ddp_run: Path) -> None:
+    checkpoint = load_checkpoint(find_checkpoint(ddp_run, "last"))
+    model = model_from_checkpoint(checkpoint)
+    text, _ = read_corpus(None)
+    splits = Splits.from_tokens(Vocabulary(checkpoint.vocab).encode(text), 0.1, 32)
+    nll, count = stream_nll(model, split_streams(splits.val, 6), torch.device("cpu"))
+    assert checkpoint.state["val_loss"] == pytest.approx(nll / count, rel=1e-12)
+
+
+def test_ddp_checkpoint_resumes_in_one_process(ddp_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(ddp_run, run)
+    result = bard_cli("train", "--resume", str(run), "--max-steps", "40", "--quiet",
+                      check=True)
+    assert "at step 40" in result.stdout
+    assert load_checkpoint(find_checkpoint(run, "last")).state["world_size"] == 1

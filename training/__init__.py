@@ -1,0 +1,1 @@
+"""bard.training: the PyTorch side: model, data pipeline, training loop, checkpoints."""
