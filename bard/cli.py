@@ -196,23 +196,45 @@ def generate(
     options: dict[str, Any] = dict(temperature=temperature, top_k=top_k, top_p=top_p,
                                    stop=stop, seed=seeds, on_unknown=on_unknown)
     with user_errors(bard_sdk.BardError, ValueError):
-        if stream:
-            pieces = loaded.stream(prompts, n, **options)
-            current = -1
-            for row, piece in pieces:
-                if row != current:
-                    if num_samples > 1 and row != current:
-                        typer.echo(f"\n--- sample {row + 1} ---\n{prompt}", nl=False)
-                    current = row
+        if stream and num_samples == 1:
+            typer.echo(prompt, nl=False)
+            for piece in loaded.stream(prompt, n, **{**options, "seed": seed}):
                 sys.stdout.write(piece)
                 sys.stdout.flush()
             typer.echo("")
+            return
+        if stream:
+            stream_samples(loaded.stream(prompts, n, **options), prompt, num_samples)
             return
         texts = loaded.generate(prompts, n, **options)
     for index, text in enumerate(texts):
         if num_samples > 1:
             typer.echo(f"--- sample {index + 1} ---")
         typer.echo(prompt + text)
+
+
+def stream_samples(pieces: Any, prompt: str, count: int) -> None:
+    """Several samples grow side by side: a live view on a terminal, plain text elsewhere."""
+    from rich.console import Console, Group
+    from rich.live import Live
+    from rich.panel import Panel
+
+    texts = [prompt] * count
+    console = Console()
+    if console.is_terminal:
+        def view() -> Group:
+            return Group(*(Panel(t, title=f"sample {i + 1}") for i, t in enumerate(texts)))
+
+        with Live(view(), console=console, refresh_per_second=20) as live:
+            for row, piece in pieces:
+                texts[row] += piece
+                live.update(view())
+        return
+    for row, piece in pieces:
+        texts[row] += piece
+    for index, text in enumerate(texts):
+        typer.echo(f"--- sample {index + 1} ---")
+        typer.echo(text)
 
 
 @app.command("eval")

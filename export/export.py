@@ -27,7 +27,7 @@ from bard_sdk.manifest import MANIFEST_FILE, build_manifest, graph_section, sha2
 
 from .card import HeldOut, write_card
 from .onnx_graph import OPSET, export_onnx
-from .parity import ParityReport, check_parity
+from .parity import ParityError, ParityReport, check_parity
 from .quantize import quantize_int8
 
 INT8_TOLERANCE = 0.01  # nats per character
@@ -63,7 +63,7 @@ def check_output_dir(out: Path, force: bool) -> None:
     if out.exists() and not force:
         raise UsageError(f"output directory exists: {out} (pass --force to replace it)")
     parent = out.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True) if not parent.exists() else None
+    parent.mkdir(parents=True, exist_ok=True)
     if not os.access(parent, os.W_OK):
         raise UsageError(f"output path is not writable: {parent}")
 
@@ -131,8 +131,8 @@ def export_run(request: ExportRequest) -> ExportResult:
             parity = check_parity(model, sdk_model, PARITY_PROMPT)
             sdk_val = sdk_model.score(val_text).nats_per_char
             if abs(sdk_val - val_loss) > 1e-4:
-                raise_parity(f"validation loss via bard_sdk {sdk_val:.6f} differs from "
-                             f"PyTorch {val_loss:.6f}")
+                raise ParityError(f"validation loss via bard_sdk {sdk_val:.6f} differs from "
+                                  f"PyTorch {val_loss:.6f}")
             if request.quantize == "int8":
                 quantize_int8(tmp / "model.onnx", tmp / "model.int8.onnx")
                 files["int8"] = model_file_entry(tmp / "model.int8.onnx")
@@ -160,12 +160,6 @@ def export_run(request: ExportRequest) -> ExportResult:
     except PermissionError as err:
         raise UsageError(f"output path is not writable: {request.out} ({err})") from None
     return ExportResult(request.out, manifest, parity)
-
-
-def raise_parity(message: str) -> None:
-    from .parity import ParityError
-
-    raise ParityError(message)
 
 
 def write_manifest(directory: Path, fields: dict[str, Any]) -> dict[str, Any]:

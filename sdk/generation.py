@@ -59,7 +59,8 @@ def decode(
     stops, longest = stop_matcher(stops)
     history = np.full((len(rows), max(longest, 1)), PADDING_ID, dtype=np.int64)
     for step in range(max_new):
-        ids = sample(batch.logits, params, uniforms(keys[rows], step))
+        u = None if params.greedy else uniforms(keys[rows], step)
+        ids = sample(batch.logits, params, u)
         yield rows, ids
         last = step == max_new - 1
         done = np.zeros(len(rows), dtype=bool)

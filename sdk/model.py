@@ -58,19 +58,17 @@ def check_prompts(prompt: str | Sequence[str]) -> tuple[list[str], bool]:
 
 
 def check_seeds(seed: int | Sequence[int] | None, rows: int) -> list[int | None]:
+    """One seed per row: a list gives them; one int seeds row i with seed + i."""
     if seed is None:
         return [None] * rows
-    if isinstance(seed, (list, tuple)):
-        if len(seed) != rows:
-            raise ValueError(f"got {len(seed)} seeds for {rows} prompts")
-        seeds = list(seed)
-    elif rows == 1 or isinstance(seed, int):
-        seeds = [seed] * rows if rows == 1 else [seed + i for i in range(rows)]
-    else:
-        seeds = [seed]
+    seeds = list(seed) if isinstance(seed, (list, tuple)) else [seed]
     if any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
         raise ValueError(f"seed must be an int or a list of ints, got {seed!r}")
-    return list(seeds)
+    if isinstance(seed, (list, tuple)):
+        if len(seeds) != rows:
+            raise ValueError(f"got {len(seeds)} seeds for {rows} prompts")
+        return list(seeds)
+    return [seeds[0] + i for i in range(rows)]
 
 
 def check_max_new(max_new_chars: int) -> None:
@@ -89,24 +87,24 @@ class Model:
         check_self_contained(data)
         if variant == "int8" and device == "auto":
             device = "cpu"  # DynamicQuantizeLSTM is a CPU kernel
-        self.session, self.device = create_session(data, device, threads)
+        self.ort_session, self.device = create_session(data, device, threads)
         self.variant = variant
         self.vocab = Vocabulary(self.manifest.vocabulary)
         self._check_graph()
-        self.runner: HostRunner | BoundRunner = make_runner(self.session, self.device)
+        self.runner: HostRunner | BoundRunner = make_runner(self.ort_session, self.device)
         self.prime_id = self.vocab.index.get("\n", 0)
 
     def _check_graph(self) -> None:
-        inputs = [i.name for i in self.session.get_inputs()]
-        outputs = [o.name for o in self.session.get_outputs()]
+        inputs = [i.name for i in self.ort_session.get_inputs()]
+        outputs = [o.name for o in self.ort_session.get_outputs()]
         if inputs != ["tokens", "h0", "c0"] or outputs != ["logits", "hn", "cn"]:
             raise ArtifactError(f"model graph has inputs {inputs} and outputs {outputs}; "
                                 "expected tokens, h0, c0 -> logits, hn, cn")
-        vocab_dim = self.session.get_outputs()[0].shape[-1]
+        vocab_dim = self.ort_session.get_outputs()[0].shape[-1]
         if vocab_dim != len(self.vocab):
             raise ArtifactError(f"model graph predicts {vocab_dim} characters but the manifest "
                                 f"vocabulary has {len(self.vocab)}")
-        state_shape = self.session.get_inputs()[1].shape
+        state_shape = self.ort_session.get_inputs()[1].shape
         expected = [self.manifest.num_layers, self.manifest.hidden_size]
         if [state_shape[0], state_shape[2]] != expected:
             raise ArtifactError(f"model graph state shape {state_shape} disagrees with the "

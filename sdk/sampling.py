@@ -69,9 +69,10 @@ def uniforms(keys: np.ndarray, step: int) -> np.ndarray:
     return (bits >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
 
 
-def sample(logits: np.ndarray, params: SamplingParams, u: np.ndarray) -> np.ndarray:
-    """Next ids [batch] from logits [batch, vocab]: greedy, or temperature / top-k / top-p."""
-    if params.greedy:
+def sample(logits: np.ndarray, params: SamplingParams, u: np.ndarray | None) -> np.ndarray:
+    """Next ids [batch] from logits [batch, vocab]: greedy, or temperature / top-k / top-p
+    with one uniform per row (`u`, unused when greedy)."""
+    if params.greedy or u is None:
         return logits.argmax(axis=1)
     z = logits.astype(np.float64) / params.temperature
     if params.top_k is not None and params.top_k < z.shape[1]:

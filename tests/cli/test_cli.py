@@ -20,8 +20,10 @@ SMALL = ["--preset", "tiny", "--hidden-size", "32", "--embedding-dim", "16", "--
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], needle: str) -> None:
     assert result.returncode == 2, result.stderr
-    lines = [line for line in result.stderr.strip().splitlines() if line]
-    assert len(lines) == 1 and needle in lines[0], result.stderr
+    lines = [line for line in result.stderr.strip().splitlines()
+             if line and not line.startswith("[")]  # "[model on device]" is information
+    assert len(lines) == 1 and lines[0].startswith("bard: error: "), result.stderr
+    assert needle in lines[0], result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -52,7 +52,7 @@ def test_learning_rate_schedule_warms_up_then_decays() -> None:
                          min_learning_rate=0.1)
     rates = [learning_rate_at(s, config) for s in range(100)]
     assert rates[0] == pytest.approx(0.1) and rates[9] == pytest.approx(1.0)
-    assert all(a >= b for a, b in itertools.pairwise(rates))
+    assert all(a >= b for a, b in itertools.pairwise(rates[9:]))
     assert rates[-1] == pytest.approx(0.1, abs=1e-3)
 
 

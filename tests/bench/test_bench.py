@@ -1,0 +1,52 @@
+"""`bard bench`: same weights in every engine, and a --quick smoke run (no timing asserts)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import bard_sdk
+import numpy as np
+import torch
+from bard.bench.engines import (
+    bare_ort_engine,
+    sdk_engine,
+    torch_engine,
+    torch_model_from_onnx,
+    tutorial_engine,
+)
+
+from tests.conftest import bard_cli
+
+
+def test_torch_engine_runs_the_onnx_weights(tiny_artifact: Path) -> None:
+    sdk = bard_sdk.load(tiny_artifact)
+    model = torch_model_from_onnx(tiny_artifact / "model.onnx", sdk.manifest)
+    tokens = np.random.default_rng(0).integers(0, 65, (3, 40))
+    with torch.inference_mode():
+        expected, _ = model(torch.from_numpy(tokens))
+    logits, _ = sdk.runner.step(tokens, sdk.runner.state(*sdk.zero_state(3)))
+    assert np.abs(expected.numpy() - logits).max() < 1e-4
+
+
+def test_engines_agree_on_greedy_text(tiny_artifact: Path) -> None:
+    sdk = bard_sdk.load(tiny_artifact)
+    model = torch_model_from_onnx(tiny_artifact / "model.onnx", sdk.manifest)
+    prompts = np.random.default_rng(1).integers(0, 65, (2, 8))
+    reference = bare_ort_engine(tiny_artifact / "model.onnx", None)(prompts, 30)
+    assert np.array_equal(sdk_engine(sdk)(prompts, 30), reference)
+    assert np.array_equal(torch_engine(model)(prompts, 30), reference)
+    assert tutorial_engine(model)(prompts, 30).shape == (2, 30)
+
+
+def test_quick_bench_smoke(tiny_artifact: Path, tmp_path: Path) -> None:
+    result = bard_cli("bench", "--quick", "--model", str(tiny_artifact), "--out",
+                      str(tmp_path), check=True, timeout=300)
+    report = json.loads((tmp_path / "bench.json").read_text())
+    engines = {m["engine"] for m in report["measurements"]}
+    assert engines == {"sdk", "sdk int8", "onnxruntime", "torch", "tutorial", "bard train",
+                       "bare loop"}
+    assert all(m["median"] > 0 for m in report["measurements"])
+    assert "sdk/torch@1" in report["ratios"] and report["machine"]["cores"]
+    assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| sdk |" in result.stdout
