@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bard.training.fsutil import atomic_write_bytes
+from bard.training.plotting import new_axes, save_figure
 
 if TYPE_CHECKING:
     from .run import Report
@@ -28,12 +27,7 @@ def table(report: Report) -> str:
 
 
 def plot(report: Report, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(7, 4.5), dpi=100)
+    figure, axes = new_axes(4.5)
     engines = sorted({m.engine for m in report.measurements if m.metric == "chars_per_s"})
     for engine in engines:
         points = sorted((m.batch, m.median) for m in report.measurements
@@ -43,10 +37,4 @@ def plot(report: Report, path: Path) -> None:
     axes.set_yscale("log")
     axes.set_xlabel("batch size")
     axes.set_ylabel("characters per second (greedy)")
-    axes.grid(alpha=0.3, which="both")
-    axes.legend()
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    atomic_write_bytes(path, buffer.getvalue())
+    save_figure(figure, axes, path)

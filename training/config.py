@@ -102,10 +102,10 @@ PRESETS: dict[str, Preset] = {
     # The shipped reference model; see artifacts/shakespeare/README.md for the measurements
     # behind these numbers.
     "shakespeare": Preset(
-        model=dict(embedding_dim=128, hidden_size=512, num_layers=3, dropout=0.5),
-        train=dict(batch_size=64, seq_len=256, max_steps=2450, warmup_steps=200,
+        model=dict(embedding_dim=128, hidden_size=512, num_layers=2, dropout=0.4),
+        train=dict(batch_size=64, seq_len=256, max_steps=1600, warmup_steps=100,
                    learning_rate=2e-3, min_learning_rate=1e-4, weight_decay=0.1,
-                   eval_interval=250, precision="bf16"),
+                   eval_interval=200, precision="bf16"),
     ),
 }
 
