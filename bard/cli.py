@@ -110,6 +110,8 @@ def train(
             result = run_training(request)
     except TrainingDiverged as err:
         fail(str(err), EXIT_DIVERGED)
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun, rank 0 speaks for the job
     if result.stopped == "signal":
         typer.echo(f"stopped by signal at step {result.step}; resume with "
                    f"`bard train --resume {result.run_dir}`", err=True)

@@ -6,6 +6,7 @@ runs through `bard_sdk` (its loader, runner and generation loop), not a parallel
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import bard_sdk
@@ -33,10 +34,12 @@ class ParityReport:
 
 def torch_step(model: CharLSTM, tokens: np.ndarray, h: np.ndarray,
                c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One call of the PyTorch model in its own precision; results as float32 arrays."""
+    dtype = next(model.parameters()).dtype
     with torch.inference_mode():
-        logits, (hn, cn) = model(torch.from_numpy(tokens), (torch.from_numpy(h),
-                                                            torch.from_numpy(c)))
-    return logits.numpy(), hn.numpy(), cn.numpy()
+        logits, (hn, cn) = model(torch.from_numpy(tokens), (torch.from_numpy(h).to(dtype),
+                                                            torch.from_numpy(c).to(dtype)))
+    return (logits.float().numpy(), hn.float().numpy(), cn.float().numpy())
 
 
 def torch_greedy(model: CharLSTM, prompt_ids: np.ndarray, count: int) -> list[int]:
@@ -51,8 +54,14 @@ def torch_greedy(model: CharLSTM, prompt_ids: np.ndarray, count: int) -> list[in
 
 def check_parity(model: CharLSTM, sdk_model: bard_sdk.Model, prompt: str,
                  seed: int = 0) -> ParityReport:
-    """Run every check; raise ParityError on the first violation."""
-    model.eval()
+    """Run every check; raise ParityError on the first violation.
+
+    The reference is the PyTorch model in float64: the same weights computed (almost)
+    exactly, so the gate measures the ONNX model's own float32 error. A float32 PyTorch
+    reference adds its own rounding, and over 200 steps the cell state (which grows to
+    magnitudes near 10) drifts by about 1e-5 from rounding alone.
+    """
+    model = copy.deepcopy(model).double().eval()
     report = ParityReport()
     rng = np.random.default_rng(seed)
     layers, hidden, vocab = (model.config.num_layers, model.config.hidden_size,

@@ -63,16 +63,17 @@ def decode(
         ids = sample(batch.logits, params, u)
         yield rows, ids
         last = step == max_new - 1
-        done = np.zeros(len(rows), dtype=bool)
+        done = None
         if stops:
             history = np.roll(history, -1, axis=1)
             history[:, -1] = ids
+            done = np.zeros(len(rows), dtype=bool)
             for stop in stops:
                 done |= (history[:, -len(stop):] == stop).all(axis=1)
         if not feed_last:
             if last:
                 return
-            if done.any():
+            if done is not None and done.any():
                 keep = np.flatnonzero(~done)
                 if not len(keep):
                     return
@@ -82,7 +83,7 @@ def decode(
         batch.logits = logits[:, -1]
         if last:
             return
-        if feed_last and done.any():
+        if feed_last and done is not None and done.any():
             keep = np.flatnonzero(~done)
             if not len(keep):
                 return

@@ -186,9 +186,9 @@ class Model:
                                             stop, seed, on_unknown, replacement)
         out = np.full((rows, max_new_chars), -1, dtype=np.int64)
         lengths = np.zeros(rows, dtype=np.int64)
-        for active, ids in events:
-            out[active, lengths[active]] = ids
-            lengths[active] += 1
+        for step, (active, ids) in enumerate(events):  # active rows all have `step` ids
+            out[active, step] = ids
+            lengths[active] = step + 1
         texts = [self.vocab.decode(out[r, : lengths[r]]) for r in range(rows)]
         return texts[0] if single else texts
 

@@ -248,8 +248,10 @@ def train(request: RunRequest) -> TrainResult:
                                 train_config.seq_len)
     dist = init_distributed(device.type)
     try:
-        return _train_loop(request, run_dir, device, dist, vocab, splits, corpus, model_config,
-                           train_config, checkpoint)
+        result = _train_loop(request, run_dir, device, dist, vocab, splits, corpus,
+                             model_config, train_config, checkpoint)
+        dist.barrier()  # rank 0 may still be writing; leave together so Gloo tears down cleanly
+        return result
     finally:
         shutdown_distributed(dist)
 
