@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -331,5 +331,3 @@ def strip_option(args: list[str], name: str) -> list[str]:
 def main() -> None:
     app()
 
-
-Command = Callable[..., None]

@@ -67,3 +67,45 @@ def test_ddp_checkpoint_resumes_in_one_process(ddp_run: Path, tmp_path: Path) ->
                       check=True)
     assert "at step 40" in result.stdout
     assert load_checkpoint(find_checkpoint(run, "last")).state["world_size"] == 1
+
+
+def test_a_dead_rank_ends_the_job_instead_of_hanging(tmp_path: Path) -> None:
+    """Kill rank 1 mid-run: torchrun must stop the job, report that rank, and exit non-zero."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    args = [a for a in ARGS if a not in ("30", "--max-steps")]
+    job = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "bard", "train", *args, "--max-steps", "100000", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "BARD_DIST_TIMEOUT_S": "60"})
+    deadline = time.time() + 120
+    rank1 = None
+    while rank1 is None and time.time() < deadline and job.poll() is None:
+        time.sleep(0.5)
+        if (out / "run.json").exists():
+            rank1 = find_rank(1)
+    assert rank1 is not None, "rank 1 never started"
+    time.sleep(1.0)
+    os.kill(rank1, signal.SIGKILL)
+    _, err = job.communicate(timeout=180)
+    assert job.returncode != 0
+    assert "rank      : 1" in err or "rank: 1" in err, err[-2000:]
+
+
+def find_rank(rank: int) -> int | None:
+    """The pid of this user's bard training process with RANK=rank, from /proc."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"bard" in cmdline and b"distributed.run" not in cmdline and \
+                f"RANK={rank}".encode() in environ:
+            return int(entry.name)
+    return None
