@@ -80,6 +80,7 @@ def train(
     hidden_size: Annotated[int | None, Opt()] = None,
     num_layers: Annotated[int | None, Opt()] = None,
     dropout: Annotated[float | None, Opt()] = None,
+    weight_drop: Annotated[float | None, Opt(help="DropConnect on recurrent weights.")] = None,
     device: Annotated[str, Opt(help="auto | cpu | cuda")] = "auto",
     threads: Annotated[int | None, Opt(help="CPU threads for PyTorch.")] = None,
     nproc: Annotated[int | None, Opt(help="Run under torchrun with N local processes.")] = None,
@@ -101,7 +102,8 @@ def train(
         warmup_steps=warmup_steps, weight_decay=weight_decay, grad_clip=grad_clip,
         eval_interval=eval_interval, val_fraction=val_fraction, val_streams=val_streams,
         patience=patience, seed=seed, precision=precision, embedding_dim=embedding_dim,
-        hidden_size=hidden_size, num_layers=num_layers, dropout=dropout)
+        hidden_size=hidden_size, num_layers=num_layers, dropout=dropout,
+        weight_drop=weight_drop)
     request = RunRequest(out=resume or out, data=data, preset=preset,  # type: ignore[arg-type]
                          overrides=overrides, device=device, threads=threads,
                          resume=resume is not None, show_progress=not quiet)

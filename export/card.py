@@ -22,6 +22,14 @@ class HeldOut:
     bits_per_char: float
 
 
+def regularisation(provenance: dict[str, Any]) -> str:
+    """Dropout, recurrent weight drop and weight decay: the knobs that fight overfitting."""
+    model_config = provenance.get("model_config", {})
+    return (f"dropout {model_config.get('dropout', 'n/a')}, recurrent weight drop "
+            f"{model_config.get('weight_drop', 0.0)}, weight decay "
+            f"{provenance['train_config']['weight_decay']}")
+
+
 def write_card(directory: Path, final_name: str, manifest: dict[str, Any],
                model: bard_sdk.Model, heldout: list[HeldOut], notes: str,
                command: str | None) -> None:
@@ -42,6 +50,7 @@ def write_card(directory: Path, final_name: str, manifest: dict[str, Any],
         f"{sizes['embedding_dim']}, vocabulary {sizes['vocab_size']} characters",
         f"- {sizes['parameters']:,} parameters; {prov['steps']:,} training steps of "
         f"{cfg['batch_size']} x {cfg['seq_len']} characters",
+        f"- regularisation: {regularisation(prov)}; seed {cfg['seed']}",
         "",
         "## Metrics (validation split, one stream with the state carried across it)",
         "",

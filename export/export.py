@@ -112,6 +112,7 @@ def export_run(request: ExportRequest) -> ExportResult:
                 "val_bpc": bits_per_char(val_loss),
                 "val_loss_nats_training_eval": checkpoint.state["val_loss"],
                 "train_config": checkpoint.state["train_config"],
+                "model_config": checkpoint.state["model_config"],
             }
             fields = dict(
                 name=request.name or request.out.name,

@@ -1,8 +1,14 @@
-"""The character LSTM: embedding -> LSTM -> dropout -> linear logits (no softmax inside)."""
+"""The character LSTM: embedding -> LSTM -> dropout -> linear logits (no softmax inside).
+
+Regularisation is training-only and leaves the exported graph untouched: dropout between and
+after the LSTM layers, and optional DropConnect on the recurrent (hidden-to-hidden) weights, which
+regularises the recurrence itself without breaking the fused LSTM kernel (Merity et al., 2017).
+"""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
@@ -35,8 +41,19 @@ class CharLSTM(nn.Module):
                 state: State | None = None) -> tuple[torch.Tensor, State]:
         if state is None:
             state = self.zero_state(tokens.shape[0], tokens.device)
-        outputs, (h, c) = self.lstm(self.embedding(tokens), state)
+        outputs, (h, c) = self._run_lstm(self.embedding(tokens), state)
         return self.head(self.dropout(outputs)), (h, c)
+
+    def _run_lstm(self, inputs: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """One mask per forward pass on each weight_hh, shared by every time step."""
+        p = self.config.weight_drop
+        if not (self.training and p > 0):
+            return self.lstm(inputs, state)
+        dropped = {
+            f"weight_hh_l{layer}": F.dropout(getattr(self.lstm, f"weight_hh_l{layer}"), p)
+            for layer in range(self.config.num_layers)
+        }
+        return torch.func.functional_call(self.lstm, dropped, (inputs, state))
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -101,7 +101,10 @@ def test_manifest_matches_published_schema_and_files(tiny_artifact: Path) -> Non
     assert prov["split"]["train_chars"] == 1_003_854
     assert prov["steps"] == 60
     assert prov["val_bpc"] == pytest.approx(prov["val_loss_nats"] / np.log(2))
-    assert (tiny_artifact / "README.md").read_text().count("temperature") >= 3
+    card = (tiny_artifact / "README.md").read_text()
+    assert card.count("temperature") >= 3
+    assert "dropout 0.1, recurrent weight drop 0.0, weight decay 0.1; seed 1337" in card
+    assert prov["model_config"]["hidden_size"] == 48
 
 
 def test_int8_variant_runs_and_stays_close(tiny_artifact: Path) -> None:

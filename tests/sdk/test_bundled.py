@@ -35,7 +35,7 @@ def test_bundled_model_loads_without_a_path() -> None:
 
 def test_shipped_files_are_small_enough() -> None:
     size = sum(p.stat().st_size for p in bard_sdk.bundled_model_path().iterdir())
-    assert size < 25 * 1024 * 1024
+    assert size < 25_000_000
 
 
 def test_recorded_validation_loss_matches_a_fresh_eval(corpus_file: Path) -> None:
@@ -45,7 +45,8 @@ def test_recorded_validation_loss_matches_a_fresh_eval(corpus_file: Path) -> Non
     fresh = json.loads(result.stdout)
     assert fresh["nats_per_char"] == pytest.approx(recorded["val_loss_nats"], abs=1e-3)
     assert fresh["characters"] == recorded["split"]["val_chars"] - 1
-    assert recorded["val_loss_nats"] < 1.4697  # nanoGPT character baseline
+    assert recorded["val_loss_nats"] <= 1.42  # the target; nanoGPT's character baseline: 1.4697
+    assert abs(recorded["val_loss_nats_int8"] - recorded["val_loss_nats"]) <= 0.01
 
 
 def test_module_level_generate_caches_the_model() -> None:

@@ -56,9 +56,10 @@ def test_learning_rate_schedule_warms_up_then_decays() -> None:
     assert rates[-1] == pytest.approx(0.1, abs=1e-3)
 
 
-def test_resume_is_exact(tmp_path: Path) -> None:
-    straight = run(tmp_path / "straight", max_steps=20)
-    run(tmp_path / "split", max_steps=10, decay_steps=20)
+@pytest.mark.parametrize("weight_drop", [0.0, 0.3])
+def test_resume_is_exact(tmp_path: Path, weight_drop: float) -> None:
+    straight = run(tmp_path / "straight", max_steps=20, weight_drop=weight_drop)
+    run(tmp_path / "split", max_steps=10, decay_steps=20, weight_drop=weight_drop)
     resumed = train(RunRequest(out=tmp_path / "split", resume=True,
                                overrides={"max_steps": 20}, device="cpu",
                                show_progress=False))
@@ -124,6 +125,7 @@ def test_non_empty_foreign_directory_is_refused(tmp_path: Path) -> None:
      ({"learning_rate": -1e-3}, "learning rate must be positive"),
      ({"batch_size": 0}, "batch_size must be at least 1"),
      ({"dropout": 1.5}, "dropout"),
+     ({"weight_drop": 1.0}, "weight drop"),
      ({"val_fraction": 1.0}, "val fraction")],
 )
 def test_nonsensical_sizes_are_refused(tmp_path: Path, overrides: dict[str, object],
