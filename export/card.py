@@ -24,9 +24,9 @@ class HeldOut:
 
 def regularisation(provenance: dict[str, Any]) -> str:
     """Dropout, recurrent weight drop and weight decay: the knobs that fight overfitting."""
-    model_config = provenance.get("model_config", {})
-    return (f"dropout {model_config.get('dropout', 'n/a')}, recurrent weight drop "
-            f"{model_config.get('weight_drop', 0.0)}, weight decay "
+    model_config = provenance["model_config"]
+    return (f"dropout {model_config['dropout']}, recurrent weight drop "
+            f"{model_config['weight_drop']}, weight decay "
             f"{provenance['train_config']['weight_decay']}")
 
 

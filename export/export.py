@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -112,7 +112,8 @@ def export_run(request: ExportRequest) -> ExportResult:
                 "val_bpc": bits_per_char(val_loss),
                 "val_loss_nats_training_eval": checkpoint.state["val_loss"],
                 "train_config": checkpoint.state["train_config"],
-                "model_config": checkpoint.state["model_config"],
+                # the parsed config, so fields an older checkpoint predates show their defaults
+                "model_config": asdict(checkpoint.model_config),
             }
             fields = dict(
                 name=request.name or request.out.name,
