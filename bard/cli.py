@@ -307,6 +307,45 @@ def bench(
         run_bench(model, quick, out, threads)
 
 
+# ---------------------------------------------------------------------------- serve
+
+
+@app.command()
+def serve(
+    model: Annotated[Path | None, Opt(help="Artifact directory (default: bundled).")] = None,
+    host: Annotated[str, Opt(help="Address to bind (loopback unless you mean otherwise).")
+                    ] = "127.0.0.1",
+    port: Annotated[int, Opt(help="TCP port; 0 picks a free one (printed on start).")] = 8000,
+    device: Annotated[str, Opt(help="auto | cpu | cuda")] = "auto",
+    variant: Annotated[str, Opt(help="fp32 | int8")] = "fp32",
+    threads: Annotated[int | None, Opt(help="onnxruntime intra-op threads.")] = None,
+    max_active: Annotated[int, Opt(help="Rows generating at once (the batch).")] = 64,
+    max_queued: Annotated[int, Opt(help="Requests waiting for a row; past it: HTTP 429.")
+                          ] = 256,
+    name: Annotated[str | None, Opt(help="Model id in the API (default: manifest name).")
+                    ] = None,
+) -> None:
+    """Serve a model over HTTP: OpenAI-compatible /v1/completions, a playground at /."""
+    try:
+        from bard.serve.server import ServeOptions
+        from bard.serve.server import serve as run_server
+    except ImportError as err:
+        fail(f"`bard serve` needs the serve extra: pip install 'bard[serve]' ({err.name} "
+             "is missing)")
+    import bard_sdk
+
+    if not 0 <= port <= 65535:
+        fail(f"--port must be in [0, 65535], got {port}")
+    options = ServeOptions(model=model, host=host, port=port, device=device, variant=variant,
+                           threads=threads, max_active=max_active, max_queued=max_queued,
+                           name=name)
+    try:
+        with user_errors(bard_sdk.BardError):
+            run_server(options)
+    except OSError as err:
+        fail(f"cannot serve on {host}:{port}: {err.strerror or err}")
+
+
 def launch_torchrun(nproc: int) -> NoReturn:
     """`bard train --nproc N ...` = `torchrun --standalone --nproc_per_node N -m bard train`."""
     if nproc < 1:

@@ -15,15 +15,23 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
-from .errors import ArtifactError, BardError, DeviceError, UnknownCharacterError
+from .engine import Completion, Engine, Request
+from .errors import (
+    ArtifactError,
+    BardError,
+    DeviceError,
+    EngineClosed,
+    EngineOverloaded,
+    UnknownCharacterError,
+)
 from .manifest import FORMAT_VERSION, Manifest, read_manifest
 from .model import Model, Score
 from .session import Session
 
 __all__ = [
-    "FORMAT_VERSION", "ArtifactError", "BardError", "DeviceError", "Manifest", "Model", "Score",
-    "Session", "UnknownCharacterError", "bundled_model_path", "generate", "load",
-    "read_manifest",
+    "FORMAT_VERSION", "ArtifactError", "BardError", "Completion", "DeviceError", "Engine",
+    "EngineClosed", "EngineOverloaded", "Manifest", "Model", "Request", "Score", "Session",
+    "UnknownCharacterError", "bundled_model_path", "generate", "load", "read_manifest",
 ]
 
 BUNDLED_MODEL = "shakespeare"

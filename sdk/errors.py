@@ -25,3 +25,11 @@ class UnknownCharacterError(BardError, ValueError):
 
 class DeviceError(BardError, RuntimeError):
     """The requested execution device is not available in this onnxruntime."""
+
+
+class EngineOverloaded(BardError, RuntimeError):
+    """The engine's batch and queue are full: retry later (HTTP 429/503 in `bard serve`)."""
+
+
+class EngineClosed(BardError, RuntimeError):
+    """The engine was closed; requests still running when it closed fail with this."""

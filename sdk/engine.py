@@ -1,0 +1,582 @@
+"""`Engine`: many callers share one model through one continuously batched decode loop.
+
+A recurrent model's whole per-sequence state is a fixed-size (h, c), so requests can join and
+leave a running batch between any two steps (iteration-level scheduling, as in Orca and vLLM).
+One background thread owns the batch. Each iteration it
+
+1. admits queued requests (up to `max_active` rows in flight),
+2. runs one prefill chunk for every row still reading its prompt (at most `prefill_chunk`
+   characters per row, so a long prompt never stalls the rows that are generating),
+3. runs one decode step for every generating row: sample, deliver, retire finished rows, feed.
+
+Each row samples exactly as `Model.generate` does alone (same prefill semantics, same random
+stream keyed by (seed, step), same stop rule), so a request's text equals
+`model.generate(prompt, ..., seed=s)` with the same arguments, whatever else is in the batch.
+
+Callers are threads (`generate`, `stream`, `submit`) or asyncio tasks (`agenerate`, `astream`).
+The queue and the batch are bounded: past them `submit` raises `EngineOverloaded` at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import itertools
+import threading
+import weakref
+from collections import deque
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from .errors import BardError, EngineClosed, EngineOverloaded
+from .generation import PADDING_ID
+from .model import Model, check_max_new
+from .sampling import SamplingParams, row_keys, sample, uniforms
+from .vocab import OnUnknown
+
+FinishReason = Literal["stop", "length", "cancelled", "error"]
+
+DEFAULT_MAX_ACTIVE = 64
+DEFAULT_MAX_QUEUED = 256
+DEFAULT_PREFILL_CHUNK = 256
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What one request produced, and why it ended."""
+
+    text: str
+    finish_reason: FinishReason
+    prompt_chars: int
+    completion_chars: int
+
+
+class _Mailbox:
+    """Hands text from the engine thread to one caller, thread or asyncio task.
+
+    The engine appends pieces; a waiting caller is woken at most once per wait, so a slow
+    reader costs one wake-up per batch of pieces, not one per character.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pieces: list[str] = []
+        self._finished: Completion | None = None
+        self._error: BaseException | None = None
+        self._event = threading.Event()
+        self._waker: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
+        self._want_pieces = False
+
+    # -- engine side
+    def put(self, piece: str) -> None:
+        with self._lock:
+            self._pieces.append(piece)
+            if self._want_pieces:
+                self._wake_locked()
+
+    def finish(self, completion: Completion | None, error: BaseException | None = None) -> None:
+        with self._lock:
+            self._finished, self._error = completion, error
+            self._wake_locked()
+
+    def _wake_locked(self) -> None:
+        self._event.set()
+        if self._waker is not None:
+            loop, event = self._waker
+            self._waker = None
+            loop.call_soon_threadsafe(event.set)
+
+    # -- caller side
+    def _take_locked(self) -> tuple[str, bool]:
+        text = "".join(self._pieces)
+        self._pieces.clear()
+        self._event.clear()
+        return text, self._finished is not None or self._error is not None
+
+    def take(self, *, pieces: bool, timeout: float | None = None) -> tuple[str, bool]:
+        """Wait for new text (pieces=True) or for the end; return (new text, finished)."""
+        with self._lock:
+            self._want_pieces = pieces
+            if (pieces and self._pieces) or self._finished or self._error:
+                return self._take_locked()
+        if not self._event.wait(timeout):
+            raise TimeoutError("the request did not finish within the timeout")
+        with self._lock:
+            return self._take_locked()
+
+    async def atake(self, *, pieces: bool) -> tuple[str, bool]:
+        while True:
+            with self._lock:
+                self._want_pieces = pieces
+                if (pieces and self._pieces) or self._finished or self._error:
+                    return self._take_locked()
+                event = asyncio.Event()
+                self._waker = (asyncio.get_running_loop(), event)
+            await event.wait()
+
+    def outcome(self) -> Completion:
+        with self._lock:
+            if self._error is not None:
+                raise self._error
+            assert self._finished is not None
+            return self._finished
+
+
+class Request:
+    """One submitted prompt: wait for its `result()`, iterate its text, or `cancel()` it."""
+
+    def __init__(self, engine: Engine, ids: np.ndarray, prompt_chars: int, max_new: int,
+                 params: SamplingParams, key: np.uint64, stops: list[np.ndarray],
+                 include_stop: bool) -> None:
+        self.id = next(_request_ids)
+        self._engine = engine
+        self.prompt_ids = ids
+        self.prompt_chars = prompt_chars
+        self.max_new = max_new
+        self.params = params
+        self.key = key
+        self.stops = stops
+        self.include_stop = include_stop
+        self.mailbox = _Mailbox()
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        """Stop generating; the row leaves the batch within one step."""
+        if not self.cancelled:
+            self.cancelled = True
+            self._engine._cancel(self)
+
+    def result(self, timeout: float | None = None) -> Completion:
+        """Block until the request ends; raises what ended it if it failed."""
+        self.mailbox.take(pieces=False, timeout=timeout)
+        return self.mailbox.outcome()
+
+    def __iter__(self) -> Iterator[str]:
+        """Text as it is made; leaving the loop early cancels the request."""
+        try:
+            while True:
+                text, finished = self.mailbox.take(pieces=True)
+                if text:
+                    yield text
+                if finished:
+                    self.mailbox.outcome()  # raises if the request failed
+                    return
+        finally:
+            if self.mailbox._finished is None:
+                self.cancel()
+
+    async def aresult(self) -> Completion:
+        try:
+            while True:
+                _, finished = await self.mailbox.atake(pieces=False)
+                if finished:
+                    return self.mailbox.outcome()
+        except asyncio.CancelledError:
+            self.cancel()
+            raise
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        try:
+            while True:
+                text, finished = await self.mailbox.atake(pieces=True)
+                if text:
+                    yield text
+                if finished:
+                    self.mailbox.outcome()
+                    return
+        finally:
+            if self.mailbox._finished is None:
+                self.cancel()
+
+
+_request_ids = itertools.count(1)
+
+
+class _Row:
+    """A request inside the batch: what the engine thread tracks per row besides arrays."""
+
+    __slots__ = ("cursor", "held", "longest_stop", "produced", "request", "sent")
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+        self.cursor = 0  # prompt characters fed so far
+        self.produced: list[str] = []
+        self.sent = 0  # characters handed to the caller
+        self.longest_stop = max((len(s) for s in request.stops), default=0)
+        # Without the stop string in the text, the last few characters wait until they
+        # cannot be the start of one.
+        self.held = 0 if request.include_stop else max(self.longest_stop - 1, 0)
+
+    def emit(self, ch: str) -> None:
+        """A character of a row that goes on."""
+        self.produced.append(ch)
+        if len(self.produced) - self.sent > self.held:
+            self.request.mailbox.put("".join(self.produced[self.sent : len(self.produced)
+                                                           - self.held]))
+            self.sent = len(self.produced) - self.held
+
+    def finish(self, ch: str | None, reason: FinishReason, stop_len: int) -> None:
+        """The row's last character (None when cancelled) and why it ends."""
+        request = self.request
+        if ch is not None:
+            self.produced.append(ch)
+        text = "".join(self.produced)
+        if reason == "stop" and not request.include_stop:
+            text = text[: len(text) - stop_len]
+        if len(text) > self.sent:
+            request.mailbox.put(text[self.sent :])
+        request.mailbox.finish(Completion(text, reason, request.prompt_chars,
+                                          len(self.produced)))
+
+
+class _Batch:
+    """Rows that are generating: their state, next-character logits and per-row counters as
+    arrays in row order, plus the groups that share sampling settings or stop strings."""
+
+    def __init__(self, model: Model) -> None:
+        self.model = model
+        layers, hidden = model.manifest.num_layers, model.manifest.hidden_size
+        self.rows: list[_Row] = []
+        self.h = np.zeros((layers, 0, hidden), np.float32)
+        self.c = np.zeros((layers, 0, hidden), np.float32)
+        self.state = model.runner.state(self.h, self.c)
+        self.logits = np.zeros((0, len(model.vocab)), np.float32)
+        self.keys = np.zeros(0, np.uint64)
+        self.steps = np.zeros(0, np.int64)
+        self.max_new = np.zeros(0, np.int64)
+        self.history = np.full((0, 1), PADDING_ID, np.int64)
+        self._regroup()
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _regroup(self) -> None:
+        """Index arrays for rows sharing sampling params / stop strings (on membership change)."""
+        by_params: dict[SamplingParams, list[int]] = {}
+        by_stops: dict[tuple[tuple[int, ...], ...], list[int]] = {}
+        for i, row in enumerate(self.rows):
+            by_params.setdefault(row.request.params, []).append(i)
+            if row.request.stops:
+                key = tuple(tuple(s.tolist()) for s in row.request.stops)
+                by_stops.setdefault(key, []).append(i)
+        self.param_groups = [(p, np.array(ix)) for p, ix in by_params.items()]
+        self.stop_groups = [(np.array(ix), self.rows[ix[0]].request.stops)
+                            for ix in by_stops.values()]
+        width = max((row.longest_stop for row in self.rows), default=0)
+        if width > self.history.shape[1]:
+            pad = np.full((len(self.history), width - self.history.shape[1]), PADDING_ID,
+                          np.int64)
+            self.history = np.concatenate([pad, self.history], axis=1)
+
+    def join(self, rows: list[_Row], h: np.ndarray, c: np.ndarray, logits: np.ndarray) -> None:
+        old_h, old_c = self.state.to_numpy()
+        self.state = self.model.runner.state(np.concatenate([old_h, h], axis=1),
+                                             np.concatenate([old_c, c], axis=1))
+        self.logits = np.concatenate([self.logits, logits])
+        self.keys = np.concatenate([self.keys, [r.request.key for r in rows]]).astype(np.uint64)
+        self.steps = np.concatenate([self.steps, np.zeros(len(rows), np.int64)])
+        self.max_new = np.concatenate([self.max_new, [r.request.max_new for r in rows]]
+                                      ).astype(np.int64)
+        self.history = np.concatenate(
+            [self.history, np.full((len(rows), self.history.shape[1]), PADDING_ID, np.int64)])
+        self.rows += rows
+        self._regroup()
+
+    def keep(self, keep: np.ndarray) -> None:
+        self.rows = [self.rows[i] for i in keep]
+        self.state = self.state.select(keep)
+        self.logits = self.logits[keep]
+        self.keys, self.steps = self.keys[keep], self.steps[keep]
+        self.max_new, self.history = self.max_new[keep], self.history[keep]
+        self._regroup()
+
+    def step(self) -> tuple[np.ndarray, np.ndarray]:
+        """Sample one character per row; return (ids, matched stop length per row, else 0)."""
+        ids = np.empty(len(self.rows), np.int64)
+        for params, index in self.param_groups:
+            u = None if params.greedy else uniforms(self.keys[index], self.steps[index])
+            ids[index] = sample(self.logits[index], params, u)
+        self.steps += 1
+        stop_len = np.zeros(len(self.rows), np.int64)
+        if self.stop_groups:
+            self.history[:, :-1] = self.history[:, 1:]
+            self.history[:, -1] = ids
+            for index, stops in self.stop_groups:
+                for stop in stops:  # several may end here: the longest starts first
+                    hit = (self.history[index, -len(stop):] == stop).all(axis=1)
+                    stop_len[index] = np.maximum(stop_len[index], hit * len(stop))
+        return ids, stop_len
+
+
+class Engine:
+    """Continuous batching over one `Model`: thread-safe and asyncio-friendly.
+
+        engine = bard_sdk.Engine(model)
+        engine.generate("ROMEO:", 200, temperature=0.8, seed=1)   # from any thread
+        async for text in engine.astream("ROMEO:", 200): ...     # from asyncio
+
+    `max_active` bounds the rows in the batch, `max_queued` the requests waiting for a row;
+    a submit past both raises `EngineOverloaded`. `close()` (or leaving a `with` block) ends
+    the loop; requests still running then fail with `EngineClosed`.
+    """
+
+    def __init__(self, model: Model, *, max_active: int = DEFAULT_MAX_ACTIVE,
+                 max_queued: int = DEFAULT_MAX_QUEUED,
+                 prefill_chunk: int = DEFAULT_PREFILL_CHUNK) -> None:
+        for name, value in (("max_active", max_active), ("max_queued", max_queued),
+                            ("prefill_chunk", prefill_chunk)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        self.model = model
+        self.max_active, self.max_queued = int(max_active), int(max_queued)
+        self.prefill_chunk = int(prefill_chunk)
+        self._wake = threading.Condition()
+        self._queue: deque[Request] = deque()
+        self._cancelled: set[int] = set()
+        self._closed = False
+        self._in_flight = 0  # rows prefilling or generating (engine thread writes, under _wake)
+        self.completed = 0
+        self.steps = 0
+        self._thread = threading.Thread(target=self._run, name="bard-engine", daemon=True)
+        self._thread.start()
+        _live_engines.add(self)
+
+    # ------------------------------------------------------------------ callers
+
+    def submit(self, prompt: str, max_new_chars: int = 200, *, temperature: float = 1.0,
+               top_k: int | None = None, top_p: float | None = None,
+               stop: str | Sequence[str] | None = None, seed: int | None = None,
+               on_unknown: OnUnknown = "error", replacement: str | None = None,
+               include_stop: bool = True) -> Request:
+        """Queue one prompt; arguments are checked here, in the caller's thread.
+
+        `include_stop=False` leaves a matched stop string out of the text (the OpenAI API's
+        rule); streamed text then holds back the few characters that could begin one.
+        """
+        if not isinstance(prompt, str):
+            raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
+        check_max_new(max_new_chars)
+        params = SamplingParams(temperature, top_k, top_p)
+        params.validate(len(self.model.vocab))
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"seed must be an int, got {seed!r}")
+        stops = self.model._stops(stop)
+        ids = self.model.encode(prompt, on_unknown, replacement)
+        if not len(ids):
+            ids = np.array([self.model.prime_id], np.int64)
+        request = Request(self, ids, len(prompt), int(max_new_chars), params,
+                          row_keys([seed])[0], stops, include_stop)
+        with self._wake:
+            if self._closed:
+                raise EngineClosed("the engine is closed")
+            free_rows = max(0, self.max_active - self._in_flight)
+            if len(self._queue) >= self.max_queued + free_rows:
+                raise EngineOverloaded(
+                    f"engine overloaded: {self._in_flight} rows generating and "
+                    f"{len(self._queue)} requests queued (max_active={self.max_active}, "
+                    f"max_queued={self.max_queued}); retry later")
+            if max_new_chars == 0:
+                request.mailbox.finish(Completion("", "length", len(prompt), 0))
+                return request
+            self._queue.append(request)
+            self._wake.notify()
+        return request
+
+    def generate(self, prompt: str, max_new_chars: int = 200, **options: object) -> str:
+        """Submit and wait: the same text as `model.generate(prompt, ...)` alone."""
+        return self.submit(prompt, max_new_chars, **options).result().text  # type: ignore[arg-type]
+
+    def stream(self, prompt: str, max_new_chars: int = 200, **options: object) -> Iterator[str]:
+        """Submit and iterate the text as it is made; leaving early cancels the request."""
+        return iter(self.submit(prompt, max_new_chars, **options))  # type: ignore[arg-type]
+
+    async def agenerate(self, prompt: str, max_new_chars: int = 200,
+                        **options: object) -> Completion:
+        """asyncio: submit and await the completion (cancelling the task cancels the row)."""
+        request = self.submit(prompt, max_new_chars, **options)  # type: ignore[arg-type]
+        return await request.aresult()
+
+    def astream(self, prompt: str, max_new_chars: int = 200,
+                **options: object) -> AsyncIterator[str]:
+        """asyncio: submit and iterate the text as it is made."""
+        return self.submit(prompt, max_new_chars, **options).__aiter__()  # type: ignore[arg-type]
+
+    def stats(self) -> dict[str, int]:
+        """Rows in flight, requests queued, requests completed, decode steps run."""
+        with self._wake:
+            return {"active": self._in_flight, "queued": len(self._queue),
+                    "completed": self.completed, "steps": self.steps,
+                    "max_active": self.max_active, "max_queued": self.max_queued}
+
+    def close(self, timeout: float | None = 10.0) -> None:
+        """End the loop; unfinished requests fail with EngineClosed. Idempotent."""
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _cancel(self, request: Request) -> None:
+        with self._wake:
+            self._cancelled.add(request.id)
+            self._wake.notify()
+
+    # ------------------------------------------------------------------ engine thread
+
+    def _run(self) -> None:
+        batch = _Batch(self.model)
+        reading: list[_Row] = []  # admitted rows still reading their prompts
+        h_read = c_read = None
+        while True:
+            with self._wake:
+                while not (self._closed or self._queue or self._cancelled or reading or batch):
+                    self._wake.wait()
+                if self._closed:
+                    break
+                cancelled, self._cancelled = self._cancelled, set()
+                admitted: list[Request] = []
+                while self._queue and self._in_flight + len(admitted) < self.max_active:
+                    request = self._queue.popleft()
+                    if request.id in cancelled or request.cancelled:
+                        request.mailbox.finish(Completion("", "cancelled",
+                                                          request.prompt_chars, 0))
+                        continue
+                    admitted.append(request)
+                self._in_flight += len(admitted)
+            try:
+                if cancelled:
+                    reading, h_read, c_read = self._drop_cancelled(batch, reading, h_read,
+                                                                   c_read, cancelled)
+                if admitted:
+                    reading, h_read, c_read = self._admit(admitted, reading, h_read, c_read)
+                if reading:
+                    reading, h_read, c_read = self._prefill_chunk(batch, reading, h_read,
+                                                                  c_read)
+                if batch:
+                    self._decode_step(batch)
+            except Exception as err:  # a failure of the runtime: fail the rows, keep serving
+                failure = BardError(f"generation failed: {type(err).__name__}: {err}")
+                for row in [*batch.rows, *reading]:
+                    row.request.mailbox.finish(None, failure)
+                batch, reading, h_read, c_read = _Batch(self.model), [], None, None
+                with self._wake:
+                    self._in_flight = 0
+        closed = EngineClosed("the engine was closed before this request finished")
+        with self._wake:
+            pending = list(self._queue)
+            self._queue.clear()
+        for row in [*batch.rows, *reading]:
+            row.request.mailbox.finish(None, closed)
+        for request in pending:
+            request.mailbox.finish(None, closed)
+
+    def _retire(self, count: int) -> None:
+        with self._wake:
+            self._in_flight -= count
+            self.completed += count
+
+    def _drop_cancelled(self, batch: _Batch, reading: list[_Row], h: np.ndarray | None,
+                        c: np.ndarray | None, cancelled: set[int]
+                        ) -> tuple[list[_Row], np.ndarray | None, np.ndarray | None]:
+        gone = 0
+        keep = [i for i, row in enumerate(batch.rows) if row.request.id not in cancelled]
+        if len(keep) < len(batch):
+            for row in batch.rows:
+                if row.request.id in cancelled:
+                    row.finish(None, "cancelled", 0)
+            gone += len(batch) - len(keep)
+            batch.keep(np.array(keep, np.int64))
+        keep_reading = [i for i, row in enumerate(reading) if row.request.id not in cancelled]
+        if len(keep_reading) < len(reading):
+            for row in reading:
+                if row.request.id in cancelled:
+                    row.finish(None, "cancelled", 0)
+            gone += len(reading) - len(keep_reading)
+            reading = [reading[i] for i in keep_reading]
+            if h is not None and c is not None:
+                h, c = h[:, keep_reading], c[:, keep_reading]
+        if gone:
+            self._retire(gone)
+        return reading, h, c
+
+    def _admit(self, requests: list[Request], reading: list[_Row], h: np.ndarray | None,
+               c: np.ndarray | None) -> tuple[list[_Row], np.ndarray, np.ndarray]:
+        zeros_h, zeros_c = self.model.zero_state(len(requests))
+        rows = [_Row(r) for r in requests]
+        if h is None or c is None:
+            return rows, zeros_h, zeros_c
+        return (reading + rows, np.concatenate([h, zeros_h], axis=1),
+                np.concatenate([c, zeros_c], axis=1))
+
+    def _prefill_chunk(self, batch: _Batch, reading: list[_Row], h: np.ndarray | None,
+                       c: np.ndarray | None
+                       ) -> tuple[list[_Row], np.ndarray | None, np.ndarray | None]:
+        """Feed up to `prefill_chunk` prompt characters of every reading row in one call;
+        rows whose prompt ends here join the generating batch."""
+        assert h is not None and c is not None
+        remaining = np.array([len(r.request.prompt_ids) - r.cursor for r in reading])
+        width = int(min(remaining.max(), self.prefill_chunk))
+        tokens = np.full((len(reading), width), PADDING_ID, np.int64)
+        for i, row in enumerate(reading):
+            part = row.request.prompt_ids[row.cursor : row.cursor + width]
+            tokens[i, : len(part)] = part
+            row.cursor += len(part)
+        runner = self.model.runner
+        logits, state = runner.step(tokens, runner.state(h, c))
+        h, c = state.to_numpy()
+        done = np.flatnonzero(remaining <= width)
+        if len(done):
+            last = remaining[done] - 1
+            batch.join([reading[i] for i in done], h[:, done], c[:, done],
+                       logits[done, last])
+        left = np.flatnonzero(remaining > width)
+        if not len(left):
+            return [], None, None
+        return [reading[i] for i in left], h[:, left], c[:, left]
+
+    def _decode_step(self, batch: _Batch) -> None:
+        ids, stop_len = batch.step()
+        chars = self.model.vocab.chars
+        finished = (batch.steps >= batch.max_new) | (stop_len > 0)
+        self.steps += 1
+        if not finished.any():
+            for row, i in zip(batch.rows, ids.tolist()):
+                row.emit(chars[i])
+        else:
+            for row, i, ends, stop in zip(batch.rows, ids.tolist(), finished.tolist(),
+                                          stop_len.tolist()):
+                if ends:
+                    row.finish(chars[i], "stop" if stop else "length", stop)
+                else:
+                    row.emit(chars[i])
+            self._retire(int(finished.sum()))
+            keep = np.flatnonzero(~finished)
+            ids = ids[keep]
+            batch.keep(keep)
+            if not len(batch):
+                return
+        logits, batch.state = self.model.runner.step(ids[:, None], batch.state)
+        batch.logits = logits[:, -1]
+
+
+_live_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_engines() -> None:
+    """Interpreter exit: stop every engine's thread between two steps, not inside one."""
+    for engine in list(_live_engines):
+        engine.close(timeout=5.0)

@@ -1,0 +1,1 @@
+"""bard serve: an OpenAI-compatible HTTP layer over `bard_sdk.Engine` (no generation logic)."""
