@@ -296,11 +296,19 @@ def bench(
     quick: Annotated[bool, Opt(help="A smoke run: small batches, few characters.")] = False,
     out: Annotated[Path, Opt(help="Where bench.json and bench.png go.")] = Path("bench-results"),
     threads: Annotated[int | None, Opt(help="Threads for every engine.")] = None,
+    serving: Annotated[bool, Opt(help="Only the serving section: concurrent callers on "
+                                      "Model, Engine and bard serve (serving.json).")] = False,
 ) -> None:
     """Measure generation and training speed of every engine side by side (BENCHMARKS.md)."""
-    require_train_extra("bench")
     import bard_sdk
 
+    if serving:
+        from bard.bench.serving import run_serving_bench
+
+        with user_errors(bard_sdk.BardError, ValueError):
+            run_serving_bench(model, quick, out, threads)
+        return
+    require_train_extra("bench")
     from bard.bench.run import run_bench
 
     with user_errors(bard_sdk.BardError, ValueError):

@@ -50,3 +50,18 @@ def test_quick_bench_smoke(tiny_artifact: Path, tmp_path: Path) -> None:
     assert "sdk/torch@1" in report["ratios"] and report["machine"]["cores"]
     assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
     assert "| sdk |" in result.stdout
+
+
+def test_serving_bench_smoke(tiny_artifact: Path, tmp_path: Path) -> None:
+    result = bard_cli("bench", "--serving", "--quick", "--model", str(tiny_artifact), "--out",
+                      str(tmp_path), check=True, timeout=300)
+    report = json.loads((tmp_path / "serving.json").read_text())
+    modes = {(r["mode"], r["callers"]) for r in report["results"]}
+    assert modes == {(mode, callers) for callers in (1, 4) for mode in (
+        "batched generate", "threads x Model.stream", "threads x Engine.stream",
+        "HTTP x bard serve")}
+    assert all(r["chars_per_s"] > 0 for r in report["results"])
+    timed = [r for r in report["results"] if r["mode"] != "batched generate"]
+    assert all(0 < r["ttfc_p50_ms"] <= r["ttfc_p99_ms"] for r in timed)
+    assert "threads x Engine.stream / batched @4" in report["ratios"]
+    assert "| HTTP x bard serve | 4 |" in result.stdout

@@ -56,7 +56,6 @@ def test_stream_equals_the_sdk(client: openai.OpenAI, model: bard_sdk.Model,
     finals = [c.choices[0].finish_reason for c in chunks if c.choices]
     assert finals[-1] == "length" and set(finals[:-1]) == {None}
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 80
-    assert len(chunks) > 3, "text arrives in pieces"
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -1,0 +1,236 @@
+"""`bard bench --serving`: many concurrent callers, each with one prompt, in four ways.
+
+For 1, 8, 32 and 128 callers, each making `requests` requests of `new_chars` characters:
+
+- `batched generate` (the ceiling): one `Model.generate` call with every caller's prompt;
+- `threads x Model.stream`: one thread per caller, each running its own batch-1 loop;
+- `threads x Engine.stream`: one thread per caller on one continuously batched engine;
+- `HTTP x bard serve`: asyncio clients streaming from a `bard serve` subprocess.
+
+Aggregate chars/s and the p50/p99 time to first character per request, all in one run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import bard_sdk
+
+TEMPERATURE = 0.8
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    callers: tuple[int, ...] = (1, 8, 32, 128)
+    requests: int = 3
+    new_chars: int = 200
+
+    @classmethod
+    def quick(cls) -> ServingConfig:
+        return cls(callers=(1, 4), requests=1, new_chars=20)
+
+
+@dataclass
+class ServingResult:
+    mode: str
+    callers: int
+    chars_per_s: float
+    ttfc_p50_ms: float | None  # None for the batched ceiling: no caller waits alone
+    ttfc_p99_ms: float | None
+
+
+@dataclass
+class ServingReport:
+    model: str
+    config: dict[str, Any]
+    results: list[ServingResult] = field(default_factory=list)
+    ratios: dict[str, float] = field(default_factory=dict)
+
+    def get(self, mode: str, callers: int) -> ServingResult:
+        return next(r for r in self.results if (r.mode, r.callers) == (mode, callers))
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def summarise(mode: str, callers: int, chars: int, seconds: float,
+              first_chars: list[float]) -> ServingResult:
+    ms = [t * 1e3 for t in first_chars]
+    return ServingResult(mode, callers, chars / seconds, percentile(ms, 0.5) if ms else None,
+                         percentile(ms, 0.99) if ms else None)
+
+
+def seeds_of(caller: int, config: ServingConfig) -> list[int]:
+    return [caller * config.requests + r for r in range(config.requests)]
+
+
+def run_threads(callers: int, config: ServingConfig,
+                stream: Callable[[int], Any]) -> tuple[int, float, list[float]]:
+    """Each caller thread streams its requests one after another; returns chars, seconds and
+    every request's time to first character."""
+    first: list[float] = []
+    produced = [0] * callers
+    lock = threading.Lock()
+
+    def caller(index: int) -> None:
+        for seed in seeds_of(index, config):
+            start = time.perf_counter()
+            pieces = iter(stream(seed))
+            head = next(pieces, "")
+            seen = time.perf_counter() - start
+            produced[index] += len(head) + sum(len(p) for p in pieces)
+            with lock:
+                first.append(seen)
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(callers)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(produced), time.perf_counter() - start, first
+
+
+def ceiling(model: bard_sdk.Model, callers: int, config: ServingConfig) -> ServingResult:
+    start = time.perf_counter()
+    for r in range(config.requests):
+        model.generate([""] * callers, config.new_chars, temperature=TEMPERATURE,
+                       seed=[c * config.requests + r for c in range(callers)])
+    seconds = time.perf_counter() - start
+    return summarise("batched generate", callers, callers * config.requests * config.new_chars,
+                     seconds, [])
+
+
+async def http_clients(url: str, model_id: str, callers: int,
+                       config: ServingConfig) -> tuple[int, float, list[float]]:
+    import httpx
+
+    first: list[float] = []
+    produced = 0
+
+    async def one(client: httpx.AsyncClient, seed: int) -> None:
+        nonlocal produced
+        body = {"model": model_id, "prompt": "", "max_tokens": config.new_chars,
+                "temperature": TEMPERATURE, "seed": seed, "stream": True}
+        start = time.perf_counter()
+        seen = False
+        async with client.stream("POST", url, json=body) as reply:
+            reply.raise_for_status()
+            async for line in reply.aiter_lines():
+                if not line.startswith("data: {"):
+                    continue
+                text = json.loads(line[6:])["choices"][0]["text"]
+                if text and not seen:
+                    first.append(time.perf_counter() - start)
+                    seen = True
+                produced += len(text)
+
+    async def caller(client: httpx.AsyncClient, index: int) -> None:
+        for seed in seeds_of(index, config):
+            await one(client, seed)
+
+    limits = httpx.Limits(max_connections=callers + 8, max_keepalive_connections=callers + 8)
+    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
+        start = time.perf_counter()
+        await asyncio.gather(*(caller(client, i) for i in range(callers)))
+        return produced, time.perf_counter() - start, first
+
+
+def start_server(artifact: Path, max_active: int,
+                 threads: int | None) -> tuple[subprocess.Popen[str], str, str]:
+    args = [sys.executable, "-m", "bard", "serve", "--model", str(artifact), "--port", "0",
+            "--device", "cpu", "--max-active", str(max_active), "--max-queued", "4096"]
+    if threads:
+        args += ["--threads", str(threads)]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert process.stderr is not None
+    for line in process.stderr:
+        match = re.search(r"bard serve: (\S+) on \w+ at (http://\S+)", line)
+        if match:
+            threading.Thread(target=process.stderr.read, daemon=True).start()
+            return process, match.group(2), match.group(1)
+    raise RuntimeError("bard serve did not start")
+
+
+def run_serving_bench(artifact: Path | None, quick: bool, out_dir: Path,
+                      threads: int | None = None) -> ServingReport:
+    config = ServingConfig.quick() if quick else ServingConfig()
+    path = artifact or bard_sdk.bundled_model_path()
+    model = bard_sdk.load(path, device="cpu", threads=threads)
+    report = ServingReport(str(path), asdict(config))
+    most = max(config.callers)
+    engine = bard_sdk.Engine(model, max_active=most, max_queued=4 * most)
+    server, url, model_id = start_server(path, most, threads)
+    options = dict(temperature=TEMPERATURE)
+    try:
+        model.generate("", 20)  # warm-up
+        for callers in config.callers:
+            report.results.append(ceiling(model, callers, config))
+            chars, seconds, first = run_threads(
+                callers, config,
+                lambda seed: model.stream("", config.new_chars, seed=seed, **options))
+            report.results.append(summarise("threads x Model.stream", callers, chars, seconds,
+                                            first))
+            chars, seconds, first = run_threads(
+                callers, config,
+                lambda seed: engine.stream("", config.new_chars, seed=seed, **options))
+            report.results.append(summarise("threads x Engine.stream", callers, chars, seconds,
+                                            first))
+            chars, seconds, first = asyncio.run(
+                http_clients(url + "/v1/completions", model_id, callers, config))
+            report.results.append(summarise("HTTP x bard serve", callers, chars, seconds,
+                                            first))
+            for result in report.results[-4:]:
+                print(f"  {result.mode:>24} x{callers:<4} {result.chars_per_s:>10,.0f} chars/s"
+                      f"  first char p50 {ms(result.ttfc_p50_ms)} p99 {ms(result.ttfc_p99_ms)}",
+                      file=sys.stderr)
+    finally:
+        engine.close()
+        server.terminate()
+        server.wait(timeout=30)
+    for callers in config.callers:
+        top = report.get("batched generate", callers).chars_per_s
+        for mode in ("threads x Model.stream", "threads x Engine.stream", "HTTP x bard serve"):
+            report.ratios[f"{mode} / batched @{callers}"] = (
+                report.get(mode, callers).chars_per_s / top)
+    write_serving(report, out_dir)
+    return report
+
+
+def write_serving(report: ServingReport, out_dir: Path) -> None:
+    from bard.training.fsutil import atomic_write_text
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "serving.json",
+                      json.dumps(asdict(report), indent=1, allow_nan=False) + "\n")
+    print(serving_table(report))
+
+
+def serving_table(report: ServingReport) -> str:
+    lines = [f"model: {report.model}", "",
+             "| mode | callers | chars/s | first char p50 (ms) | first char p99 (ms) |",
+             "| --- | --- | --- | --- | --- |"]
+    for r in report.results:
+        lines.append(f"| {r.mode} | {r.callers} | {r.chars_per_s:,.0f} | {ms(r.ttfc_p50_ms)} "
+                     f"| {ms(r.ttfc_p99_ms)} |")
+    lines += ["", "| ratio to the batched ceiling | value |", "| --- | --- |"]
+    lines += [f"| {name} | {value:.2f}x |" for name, value in report.ratios.items()]
+    return "\n".join(lines)
+
+
+def ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f} ms"
