@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.request
 import venv
 from pathlib import Path
 
@@ -83,3 +84,32 @@ def test_base_install_generates_without_torch(tmp_path: Path) -> None:
                              env=clean_env, cwd=tmp_path)
     assert refused.returncode == 2 and "pip install 'bard[train]'" in refused.stderr
     assert sys.executable != str(python)
+    check_serve_extra(python, bard, clean_env, tmp_path)
+
+
+def check_serve_extra(python: Path, bard: Path, env: dict[str, str], cwd: Path) -> None:
+    """`bard serve` names its extra; after `pip install '.[serve]'` it serves, still no torch."""
+    refused = subprocess.run([str(bard), "serve", "--port", "0"], capture_output=True,
+                             text=True, env=env, cwd=cwd)
+    assert refused.returncode == 2 and "pip install 'bard[serve]'" in refused.stderr
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", f"{ROOT}[serve]"],
+                   check=True, timeout=900, env=env, cwd=cwd)
+    server = subprocess.Popen([str(bard), "serve", "--port", "0"], stderr=subprocess.PIPE,
+                              text=True, env=env, cwd=cwd)
+    try:
+        assert server.stderr is not None
+        line = server.stderr.readline()
+        url = line.split(" at ", 1)[1].split()[0]
+        body = json.dumps({"model": "shakespeare", "prompt": "ROMEO:", "max_tokens": 40,
+                           "seed": 3}).encode()
+        request = urllib.request.Request(url + "/v1/completions", data=body,
+                                         headers={"Content-Type": "application/json"})
+        reply = json.loads(urllib.request.urlopen(request, timeout=60).read())
+        assert reply["choices"][0]["text"] == bard_sdk.generate("ROMEO:", 40, seed=3)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    probe = subprocess.run([str(python), "-c", "import importlib.util as u; "
+                            "print(u.find_spec('torch') is None)"], capture_output=True,
+                           text=True, env=env, cwd=cwd)
+    assert probe.stdout.strip() == "True"
