@@ -22,7 +22,9 @@ from __future__ import annotations
 import asyncio
 import atexit
 import itertools
+import math
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -42,6 +44,10 @@ FinishReason = Literal["stop", "length", "cancelled", "error"]
 DEFAULT_MAX_ACTIVE = 64
 DEFAULT_MAX_QUEUED = 256
 DEFAULT_PREFILL_CHUNK = 256
+# A streaming caller is woken for new text at once, then at most this often: a character
+# model makes a character per row every millisecond or so, and a wake-up per character per
+# caller would spend the cores on thread switches instead of on the model.
+STREAM_WAKE_INTERVAL_S = 0.01
 
 
 @dataclass(frozen=True)
@@ -57,8 +63,9 @@ class Completion:
 class _Mailbox:
     """Hands text from the engine thread to one caller, thread or asyncio task.
 
-    The engine appends pieces; a waiting caller is woken at most once per wait, so a slow
-    reader costs one wake-up per batch of pieces, not one per character.
+    The engine appends pieces; a waiting caller is woken for the first piece at once and then
+    at most every STREAM_WAKE_INTERVAL_S (the end always wakes it), so a stream costs a few
+    wake-ups per second of text, not one per character.
     """
 
     def __init__(self) -> None:
@@ -69,13 +76,17 @@ class _Mailbox:
         self._event = threading.Event()
         self._waker: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
         self._want_pieces = False
+        self._last_wake = -math.inf
 
     # -- engine side
     def put(self, piece: str) -> None:
         with self._lock:
             self._pieces.append(piece)
             if self._want_pieces:
-                self._wake_locked()
+                now = time.monotonic()
+                if now - self._last_wake >= STREAM_WAKE_INTERVAL_S:
+                    self._last_wake = now
+                    self._wake_locked()
 
     def finish(self, completion: Completion | None, error: BaseException | None = None) -> None:
         with self._lock:

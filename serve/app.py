@@ -31,11 +31,6 @@ from .openai_api import (
     usage,
 )
 
-# Streamed text is sent at most this often per choice: the first characters go out at once,
-# later ones in pieces gathered over this interval, so a fast model costs one event (and one
-# wake-up of the event loop) per interval instead of one per character.
-STREAM_INTERVAL_S = 0.02
-
 # SDK argument names as OpenAI calls them, for the `param` of an error body.
 SDK_PARAMS = {"max_new_chars": "max_tokens", "temperature": "temperature", "top_k": "top_k",
               "top_p": "top_p", "stop": "stop", "seed": "seed", "prompt": "prompt"}
@@ -181,9 +176,9 @@ def cancel_all(requests: list[Request]) -> None:
 
 async def sse_events(requests: list[Request], body: CompletionRequest, ident: str,
                      created: int, model_id: str) -> AsyncIterator[str]:
-    """Server-sent events: text chunks per choice as they come (paced by STREAM_INTERVAL_S),
-    a final chunk per choice with its finish_reason, optional usage, then `data: [DONE]`.
-    A client that disconnects cancels every row of the request."""
+    """Server-sent events: text chunks per choice as the engine hands them over (paced by
+    its STREAM_WAKE_INTERVAL_S), a final chunk per choice with its finish_reason, optional
+    usage, then `data: [DONE]`. A client that disconnects cancels every row of the request."""
     queue: asyncio.Queue[tuple[int, str, Completion | None, BaseException | None]] = (
         asyncio.Queue())
 
@@ -193,7 +188,6 @@ async def sse_events(requests: list[Request], body: CompletionRequest, ident: st
                 await queue.put((index, body.prompts[index // body.n], None, None))
             async for text in request:
                 await queue.put((index, text, None, None))
-                await asyncio.sleep(STREAM_INTERVAL_S)  # let the next piece gather
             await queue.put((index, "", await request.aresult(), None))
         except BardError as err:
             await queue.put((index, "", None, err))
