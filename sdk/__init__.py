@@ -10,6 +10,7 @@ Depends on numpy and onnxruntime only.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Sequence
 from importlib import resources
@@ -22,6 +23,7 @@ from .errors import (
     DeviceError,
     EngineClosed,
     EngineOverloaded,
+    InvalidArgumentError,
     UnknownCharacterError,
 )
 from .manifest import FORMAT_VERSION, Manifest, read_manifest
@@ -30,8 +32,9 @@ from .session import Session
 
 __all__ = [
     "FORMAT_VERSION", "ArtifactError", "BardError", "Completion", "DeviceError", "Engine",
-    "EngineClosed", "EngineOverloaded", "Manifest", "Model", "Request", "Score", "Session",
-    "UnknownCharacterError", "bundled_model_path", "generate", "load", "read_manifest",
+    "EngineClosed", "EngineOverloaded", "InvalidArgumentError", "Manifest", "Model", "Request",
+    "Score", "Session", "UnknownCharacterError", "bundled_model_path", "generate", "load",
+    "read_manifest",
 ]
 
 BUNDLED_MODEL = "shakespeare"
@@ -50,6 +53,8 @@ def bundled_model_path() -> Path:
 def load(path: str | Path | None = None, *, device: str = "auto", variant: str = "fp32",
          threads: int | None = None) -> Model:
     """Load an artifact directory (default: the bundled model), verified against its manifest."""
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise InvalidArgumentError(f"path must be a str or os.PathLike, got {type(path).__name__}")
     directory = bundled_model_path() if path is None else Path(path)
     return Model(directory, device=device, variant=variant, threads=threads)
 

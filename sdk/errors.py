@@ -5,6 +5,10 @@ class BardError(Exception):
     """Base class for every error bard_sdk raises on purpose."""
 
 
+class InvalidArgumentError(BardError, ValueError):
+    """An argument the caller passed is of the wrong type or out of range."""
+
+
 class ArtifactError(BardError, ValueError):
     """An artifact directory is missing, corrupt, tampered with, or from a newer format."""
 

@@ -1,14 +1,17 @@
-"""The batched decode loop: one prefill call for all prompts, then one call per character.
+"""The batched decode loop: a chunked prefill for all prompts, then one call per character.
 
 Prompts of different lengths are prefilled together: rows are padded at the end with the
 padding id, which the graph turns into the ONNX LSTM's `sequence_lens`, so padding never
-reaches the recurrent state. Rows that finish (a stop string) leave the batch, so they stop
-costing work. Everything that can be checked is checked before the loop starts.
+reaches the recurrent state. Prefill feeds at most PREFILL_CHUNK characters per row per call,
+carrying the state, and a row leaves the batch once its prompt is fed, so memory does not grow
+with prompt length and a long prompt beside short ones costs what it costs alone. Rows that
+finish decoding (a stop string) leave the batch too. Everything that can be checked is checked
+before the loop starts; outputs grow as they are produced (`collect`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +20,10 @@ from .runtime import Runner, State
 from .sampling import SamplingParams, sample, uniforms
 
 PADDING_ID = -1
+# Characters per row per prefill call. onnxruntime's LSTM holds ~13 KB per (row x character)
+# for the shipped 2 x 512 model while a call runs, so this bounds a call to ~3.3 MB per row;
+# 1,000-character prompts take 4 calls, within 10% of one call's time (BENCHMARKS.md).
+PREFILL_CHUNK = 256
 
 
 @dataclass
@@ -27,14 +34,67 @@ class Batch:
     logits: np.ndarray  # [rows, vocab]
 
 
-def prefill(runner: Runner, prompts: list[np.ndarray], state: State) -> Batch:
-    """Feed every row's ids (each non-empty) in one call, starting from `state`."""
+def _padded(prompts: list[np.ndarray], rows: np.ndarray, start: int, width: int) -> np.ndarray:
+    tokens = np.full((len(rows), width), PADDING_ID, dtype=np.int64)
+    for i, row in enumerate(rows):
+        piece = prompts[row][start : start + width]
+        tokens[i, : len(piece)] = piece
+    return tokens
+
+
+def prefill(runner: Runner, prompts: list[np.ndarray], state: State,
+            chunk: int = PREFILL_CHUNK) -> Batch:
+    """Feed every row's ids (each non-empty) starting from `state`, `chunk` characters per row
+    per call with the state carried; a row whose prompt has ended leaves the later calls."""
     lengths = np.array([len(p) for p in prompts], dtype=np.int64)
-    tokens = np.full((len(prompts), int(lengths.max())), PADDING_ID, dtype=np.int64)
-    for row, ids in enumerate(prompts):
-        tokens[row, : len(ids)] = ids
-    logits, state = runner.step(tokens, state)
-    return Batch(state, logits[np.arange(len(prompts)), lengths - 1])
+    rows = np.arange(len(prompts))
+    if int(lengths.max()) <= chunk:  # the common case: one call
+        logits, state = runner.step(_padded(prompts, rows, 0, int(lengths.max())), state)
+        return Batch(state, logits[rows, lengths - 1])
+    last = np.empty((len(prompts), 0), dtype=np.float32)
+    h_done: np.ndarray | None = None
+    c_done: np.ndarray | None = None
+    start = 0
+    while True:
+        width = min(chunk, int(lengths[rows].max()) - start)
+        logits, state = runner.step(_padded(prompts, rows, start, width), state)
+        if not last.shape[1]:
+            last = np.empty((len(prompts), logits.shape[2]), dtype=logits.dtype)
+        ends = lengths[rows] <= start + width
+        ending = np.flatnonzero(ends)
+        last[rows[ending]] = logits[ending, lengths[rows[ending]] - 1 - start]
+        if ends.all():
+            break
+        if ending.size:  # keep the finished rows' state, continue with the others
+            h, c = state.select(ending).to_numpy()
+            if h_done is None or c_done is None:
+                h_done = np.empty((h.shape[0], len(prompts), h.shape[2]), dtype=np.float32)
+                c_done = np.empty_like(h_done)
+            h_done[:, rows[ending]], c_done[:, rows[ending]] = h, c
+            keep = np.flatnonzero(~ends)
+            state, rows = state.select(keep), rows[keep]
+        start += width
+    if h_done is None or c_done is None:  # every row ended in the last call, in order
+        return Batch(state, last)
+    h, c = state.to_numpy()
+    h_done[:, rows], c_done[:, rows] = h, c
+    return Batch(runner.state(h_done, c_done), last)
+
+
+def collect(events: Iterable[tuple[np.ndarray, np.ndarray]], rows: int,
+            max_new: int) -> list[np.ndarray]:
+    """Each row's ids from `decode`'s events. The buffer doubles as ids arrive, so memory
+    follows what was produced, not `max_new` (a huge limit ended by a stop string is cheap)."""
+    out = np.empty((rows, max(1, min(max_new, 256))), dtype=np.int32)
+    lengths = np.zeros(rows, dtype=np.int64)
+    for step, (active, ids) in enumerate(events):  # active rows all have `step` ids
+        if step == out.shape[1]:
+            grown = np.empty((rows, min(2 * step, max_new)), dtype=np.int32)
+            grown[:, :step] = out
+            out = grown
+        out[active, step] = ids
+        lengths[active] = step + 1
+    return [out[r, : lengths[r]] for r in range(rows)]
 
 
 def stop_matcher(stops: list[np.ndarray]) -> tuple[list[np.ndarray], int]:

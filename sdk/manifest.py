@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .display import printable
 from .errors import ArtifactError
 from .schema import validate_manifest_schema
 
@@ -20,6 +22,10 @@ MANIFEST_FILE = "manifest.json"
 PADDING_ID = -1
 INPUT_NAMES = ("tokens", "h0", "c0")
 OUTPUT_NAMES = ("logits", "hn", "cn")
+# A manifest is a few kilobytes; these bounds keep a hostile one from costing more than that.
+MAX_MANIFEST_BYTES = 8 * 2**20
+MAX_JSON_DEPTH = 32
+_JSON_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
 
 
 @dataclass(frozen=True)
@@ -105,24 +111,85 @@ def build_manifest(**fields: Any) -> dict[str, Any]:
 def inside(directory: Path, name: str) -> Path:
     """Resolve a file of the artifact, refusing links and anything outside the directory."""
     path = directory / name
-    if path.is_symlink():
-        raise ArtifactError(f"refusing symbolic link in artifact: {path}")
-    resolved = path.resolve()
-    if resolved.parent != directory.resolve():
-        raise ArtifactError(f"artifact file reaches outside its directory: {path}")
-    if not resolved.is_file():
-        raise ArtifactError(f"artifact file missing: {path}")
+    try:
+        if path.is_symlink():
+            raise ArtifactError(f"refusing symbolic link in artifact: {path}")
+        resolved = path.resolve()
+        if resolved.parent != directory.resolve():
+            raise ArtifactError(f"artifact file reaches outside its directory: {path}")
+        if not resolved.exists():
+            raise ArtifactError(f"artifact file missing: {path}")
+        if not resolved.is_file():
+            raise ArtifactError(f"artifact file is not a regular file: {path}")
+    except (OSError, RuntimeError) as err:  # RuntimeError: a symlink loop (Python < 3.13)
+        raise ArtifactError(f"cannot read artifact file {path}: {err}") from None
     return resolved
+
+
+def read_artifact_bytes(path: Path, expected: int | None = None, limit: int | None = None
+                        ) -> bytes:
+    """A file of the artifact; its size is checked before it is read."""
+    try:
+        size = path.stat().st_size
+        if expected is not None and size != expected:
+            raise ArtifactError(
+                f"model file does not match its manifest (size or sha256 differ; truncated or "
+                f"altered?): {path}")
+        if limit is not None and size > limit:
+            raise ArtifactError(f"{path.name} is larger than {limit} bytes: {path}")
+        return path.read_bytes()
+    except OSError as err:
+        raise ArtifactError(f"cannot read {path}: {err.strerror or err}") from None
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"key {printable(key, 60)!r} appears twice in one object")
+        result[key] = value
+    return result
+
+
+def parse_strict_json(text: str, limit_depth: int = MAX_JSON_DEPTH) -> Any:
+    """JSON as an unambiguous document: no NaN/Infinity, no repeated keys, no lone surrogates,
+    nesting at most `limit_depth` deep (checked before the recursive parser runs)."""
+    depth = 0
+    for match in _JSON_TOKENS.finditer(text):
+        token = match.group()
+        if token in "[{":
+            depth += 1
+            if depth > limit_depth:
+                raise ValueError(f"nested more than {limit_depth} levels deep")
+        elif token in "]}":
+            depth -= 1
+    value = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+    try:
+        json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("holds a lone surrogate (not a Unicode character)") from None
+    return value
 
 
 def read_manifest(directory: Path) -> Manifest:
     """Read, schema-check and version-check `manifest.json` of an artifact directory."""
-    if not directory.is_dir():
+    try:
+        is_dir = directory.is_dir()
+    except OSError as err:
+        raise ArtifactError(f"cannot read artifact directory {directory}: {err}") from None
+    if not is_dir:
         raise ArtifactError(f"artifact directory not found: {directory}")
     path = inside(directory, MANIFEST_FILE)
+    data = read_artifact_bytes(path, limit=MAX_MANIFEST_BYTES)
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError) as err:
+        raw = parse_strict_json(data.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ArtifactError(f"manifest is not UTF-8: {path} (byte offset {err.start})") from None
+    except ValueError as err:
         raise ArtifactError(f"manifest is not valid JSON: {path} ({err})") from None
     if not isinstance(raw, dict):
         raise ArtifactError(f"manifest is not a JSON object: {path}")
@@ -163,7 +230,7 @@ def read_model_bytes(manifest: Manifest, variant: str) -> bytes:
     """The model file's bytes, after checking its size and sha256 against the manifest."""
     entry = manifest.file(variant)
     path = inside(manifest.directory, entry.path)
-    data = path.read_bytes()
+    data = read_artifact_bytes(path, expected=entry.bytes)
     if len(data) != entry.bytes or sha256_bytes(data) != entry.sha256:
         raise ArtifactError(
             f"model file does not match its manifest (size or sha256 differ; truncated or "

@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING, overload
 
 import numpy as np
 
-from .errors import ArtifactError
-from .generation import Batch, decode, prefill
+from .arguments import describe, integer, string
+from .errors import ArtifactError, InvalidArgumentError
+from .generation import PADDING_ID, Batch, collect, decode, prefill
 from .manifest import Manifest, read_manifest, read_model_bytes
 from .onnx_scan import check_self_contained
-from .runtime import BoundRunner, HostRunner, create_session, make_runner
+from .runtime import MODEL_ERRORS, BoundRunner, HostRunner, create_session, first_line, make_runner
 from .sampling import SamplingParams, row_keys
 from .vocab import OnUnknown, Vocabulary
 
@@ -22,6 +23,11 @@ if TYPE_CHECKING:
     from .session import Session
 
 SCORE_CHUNK = 4096
+# The most characters one call may generate per row: about a day at batch 1 on a CPU, and a
+# 1 GB string. Larger values are surely a mistake (10**12 once meant a MemoryError); for
+# "until the stop string", pass a large limit such as 10**8: only what is produced is kept.
+MAX_NEW_CHARS = 10**9
+SEED_LIMIT = 2**64  # seeds are 64-bit: 0 <= seed < 2**64
 
 
 @dataclass(frozen=True)
@@ -46,34 +52,42 @@ def check_prompts(prompt: str | Sequence[str]) -> tuple[list[str], bool]:
     if isinstance(prompt, str):
         return [prompt], True
     if not isinstance(prompt, (list, tuple)):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"prompt must be a string or a list of strings, got {type(prompt).__name__}")
     if not prompt:
-        raise ValueError("prompt list is empty")
+        raise InvalidArgumentError("prompt list is empty")
     bad = [i for i, p in enumerate(prompt) if not isinstance(p, str)]
     if bad:
-        raise ValueError(f"prompt list must hold strings only; item {bad[0]} is "
-                         f"{type(prompt[bad[0]]).__name__}")
+        raise InvalidArgumentError(f"prompt list must hold strings only; item {bad[0]} is "
+                                   f"{type(prompt[bad[0]]).__name__}")
     return list(prompt), False
+
+
+def check_seed(seed: object) -> int | None:
+    """None (fresh entropy) or an integer in [0, 2**64), Python or numpy."""
+    if seed is None:
+        return None
+    return integer(seed, "seed", minimum=0, maximum=SEED_LIMIT - 1)
 
 
 def check_seeds(seed: int | Sequence[int] | None, rows: int) -> list[int | None]:
     """One seed per row: a list gives them; one int seeds row i with seed + i."""
-    if seed is None:
+    if isinstance(seed, (list, tuple, np.ndarray)):
+        seeds = [check_seed(s) for s in list(seed)]
+        if len(seeds) != rows or any(s is None for s in seeds):
+            raise InvalidArgumentError(f"got {len(seeds)} seeds for {rows} prompts; pass one "
+                                       "integer per prompt")
+        return seeds
+    first = check_seed(seed)
+    if first is None:
         return [None] * rows
-    seeds = list(seed) if isinstance(seed, (list, tuple)) else [seed]
-    if any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
-        raise ValueError(f"seed must be an int or a list of ints, got {seed!r}")
-    if isinstance(seed, (list, tuple)):
-        if len(seeds) != rows:
-            raise ValueError(f"got {len(seeds)} seeds for {rows} prompts")
-        return list(seeds)
-    return [seeds[0] + i for i in range(rows)]
+    if first + rows > SEED_LIMIT:
+        raise InvalidArgumentError(f"seed + {rows - 1} (one per row) must stay below 2**64")
+    return [first + i for i in range(rows)]
 
 
-def check_max_new(max_new_chars: int) -> None:
-    if isinstance(max_new_chars, bool) or not isinstance(max_new_chars, int) or max_new_chars < 0:
-        raise ValueError(f"max_new_chars must be an integer >= 0, got {max_new_chars!r}")
+def check_max_new(max_new_chars: int) -> int:
+    return integer(max_new_chars, "max_new_chars", minimum=0, maximum=MAX_NEW_CHARS)
 
 
 class Model:
@@ -82,6 +96,8 @@ class Model:
 
     def __init__(self, directory: Path, *, device: str = "auto", variant: str = "fp32",
                  threads: int | None = None) -> None:
+        if not isinstance(variant, str):
+            raise InvalidArgumentError(f"variant must be a string, got {describe(variant)}")
         self.manifest: Manifest = read_manifest(directory)
         data = read_model_bytes(self.manifest, variant)
         check_self_contained(data)
@@ -93,6 +109,7 @@ class Model:
         self._check_graph()
         self.runner: HostRunner | BoundRunner = make_runner(self.ort_session, self.device)
         self.prime_id = self.vocab.index.get("\n", 0)
+        self._probe()
 
     def _check_graph(self) -> None:
         inputs = [i.name for i in self.ort_session.get_inputs()]
@@ -109,6 +126,28 @@ class Model:
         if [state_shape[0], state_shape[2]] != expected:
             raise ArtifactError(f"model graph state shape {state_shape} disagrees with the "
                                 f"manifest (layers, hidden) = {expected}")
+
+    def _probe(self) -> None:
+        """One tiny run (2 rows, 2 characters, one padded): the graph's real outputs must have
+        the shapes and dtype the manifest declares, and be finite. A graph may declare one
+        shape and emit another; better to find out here than at generate time."""
+        layers, hidden, vocab = (self.manifest.num_layers, self.manifest.hidden_size,
+                                 len(self.vocab))
+        tokens = np.array([[self.prime_id] * 2, [self.prime_id, PADDING_ID]], dtype=np.int64)
+        try:
+            logits, state = self.runner.step(tokens, self.runner.state(*self.zero_state(2)))
+            h, c = state.to_numpy()
+        except MODEL_ERRORS as err:
+            raise ArtifactError(f"model graph fails on a first character: "
+                                f"{first_line(err)}") from None
+        expected = {"logits": (2, 2, vocab), "hn": (layers, 2, hidden), "cn": (layers, 2, hidden)}
+        for name, array in (("logits", logits), ("hn", h), ("cn", c)):
+            if array.shape != expected[name] or array.dtype != np.float32:
+                raise ArtifactError(
+                    f"model graph emits {name} {array.dtype} {list(array.shape)} for 2 rows of 2 "
+                    f"characters; the manifest declares float32 {list(expected[name])}")
+            if not np.isfinite(array).all():
+                raise ArtifactError(f"model graph emits non-finite {name}")
 
     def __repr__(self) -> str:
         return (f"Model({self.manifest.name!r}, device={self.device!r}, "
@@ -135,11 +174,20 @@ class Model:
     def _stops(self, stop: str | Sequence[str] | None) -> list[np.ndarray]:
         if stop is None:
             return []
+        if not isinstance(stop, (str, list, tuple)):
+            raise InvalidArgumentError(
+                f"stop must be a string or a list of strings, got {type(stop).__name__}")
         stops = [stop] if isinstance(stop, str) else list(stop)
         if any(not isinstance(s, str) or not s for s in stops):
-            raise ValueError(f"stop must be a non-empty string or a list of them, got {stop!r}")
-        # A stop string with unknown characters can never be generated: it never matches.
-        return [self.vocab.encode(s) for s in stops if all(ch in self.vocab for ch in s)]
+            raise InvalidArgumentError(
+                f"stop must be a non-empty string or a list of them, got {describe(stop)}")
+        for s in stops:  # it could never be generated: say so rather than never stop
+            unknown = sorted({ch for ch in s if ch not in self.vocab})
+            if unknown:
+                raise InvalidArgumentError(
+                    f"stop string {describe(s)} can never occur: "
+                    f"{', '.join(map(repr, unknown[:10]))} not in the model's vocabulary")
+        return [self.vocab.encode(s) for s in stops]
 
     # ------------------------------------------------------------------ public API
 
@@ -149,9 +197,8 @@ class Model:
                 replacement: str | None) -> tuple[Iterator[tuple[np.ndarray, np.ndarray]],
                                                   int, bool]:
         prompts, single = check_prompts(prompt)
-        check_max_new(max_new_chars)
-        params = SamplingParams(temperature, top_k, top_p)
-        params.validate(len(self.vocab))
+        max_new_chars = check_max_new(max_new_chars)
+        params = SamplingParams.checked(temperature, top_k, top_p, len(self.vocab))
         keys = row_keys(check_seeds(seed, len(prompts)))
         stops = self._stops(stop)
         if max_new_chars == 0:
@@ -184,12 +231,7 @@ class Model:
         """
         events, rows, single = self._events(prompt, max_new_chars, temperature, top_k, top_p,
                                             stop, seed, on_unknown, replacement)
-        out = np.full((rows, max_new_chars), -1, dtype=np.int64)
-        lengths = np.zeros(rows, dtype=np.int64)
-        for step, (active, ids) in enumerate(events):  # active rows all have `step` ids
-            out[active, step] = ids
-            lengths[active] = step + 1
-        texts = [self.vocab.decode(out[r, : lengths[r]]) for r in range(rows)]
+        texts = [self.vocab.decode(ids) for ids in collect(events, rows, max_new_chars)]
         return texts[0] if single else texts
 
     def stream(self, prompt: str | Sequence[str], max_new_chars: int = 200,
@@ -209,9 +251,7 @@ class Model:
     def score(self, text: str, on_unknown: OnUnknown = "error",
               replacement: str | None = None) -> Score:
         """Total log-likelihood of `text` from the zero state, in one stream (state carried)."""
-        if not isinstance(text, str):
-            raise ValueError(f"text must be a string, got {type(text).__name__}")
-        ids = self.encode(text, on_unknown, replacement)
+        ids = self.encode(string(text, "text"), on_unknown, replacement)
         state = self.runner.state(*self.zero_state(1))
         total = 0.0
         for start in range(0, len(ids) - 1, SCORE_CHUNK):
@@ -228,6 +268,7 @@ class Model:
         """A stateful continuation: feed text, generate, fork, export and restore the state."""
         from .session import Session
 
+        prompt = string(prompt, "prompt")
         session = Session(self, *self.zero_state(1), None)
         if prompt:
             session.feed(prompt, on_unknown=on_unknown, replacement=replacement)

@@ -3,23 +3,39 @@
 `HostRunner` passes numpy arrays to `InferenceSession.run`: the simplest and fastest path on
 the CPU. `BoundRunner` keeps the recurrent state as OrtValues on the execution device through
 IOBinding, so on CUDA only the last step's logits cross to the host per character.
+
+Sessions are created from the model's bytes with the external-initializer folder set to a fresh
+empty directory: the second wall behind `onnx_scan`. Should the scan ever miss an external
+reference, onnxruntime resolves it inside that empty directory (and refuses absolute paths and
+`..`), so it cannot read a file of the user's.
 """
 
 from __future__ import annotations
 
 import logging
+import tempfile
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 import onnxruntime as ort
 
-from .errors import DeviceError
+from .arguments import describe, integer
+from .errors import ArtifactError, DeviceError, InvalidArgumentError
 
 log = logging.getLogger("bard_sdk")
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+# When a model is loaded from bytes, onnxruntime resolves external data against this folder
+# (onnxruntime_session_options_config_keys.h) instead of the current working directory.
+EXTERNAL_FOLDER_KEY = "session.model_external_initializers_file_folder_path"
+# onnxruntime's exceptions that mean "this model cannot be loaded or run" (not a device fault).
+_ORT = ort.capi.onnxruntime_pybind11_state
+MODEL_ERRORS: tuple[type[Exception], ...] = tuple(
+    getattr(_ORT, name) for name in ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf",
+                                     "NoSuchFile", "NoModel", "NotImplemented", "NotFound")
+    if isinstance(getattr(_ORT, name, None), type))
 
 
 def session_options(threads: int | None) -> ort.SessionOptions:
@@ -30,9 +46,7 @@ def session_options(threads: int | None) -> ort.SessionOptions:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.inter_op_num_threads = 1
     if threads is not None:
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"threads must be a positive integer, got {threads!r}")
-        options.intra_op_num_threads = threads
+        options.intra_op_num_threads = integer(threads, "threads", minimum=1, maximum=4096)
     options.log_severity_level = 3
     return options
 
@@ -40,12 +54,13 @@ def session_options(threads: int | None) -> ort.SessionOptions:
 def create_session(model: bytes, device: str,
                    threads: int | None) -> tuple[ort.InferenceSession, str]:
     """An InferenceSession on `device` ('auto', 'cpu' or 'cuda') and the device it got."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
-    options = session_options(threads)
+    if not isinstance(device, str) or device not in ("auto", "cpu", "cuda"):
+        raise InvalidArgumentError(f"device must be 'auto', 'cpu' or 'cuda', got "
+                                   f"{describe(device)}")
+    session_options(threads)  # checks `threads` before any work
     available = ort.get_available_providers()
     if device in ("auto", "cuda") and CUDA in available:
-        session = ort.InferenceSession(model, options, providers=[CUDA, CPU])
+        session = inference_session(model, threads, [CUDA, CPU])
         if session.get_providers()[0] == CUDA:
             log.info("bard_sdk: running on CUDA")
             return session, "cuda"
@@ -56,7 +71,25 @@ def create_session(model: bytes, device: str,
             "device='cuda' but this onnxruntime has no CUDA execution provider "
             f"(available: {', '.join(available)}); install onnxruntime-gpu")
     log.info("bard_sdk: running on CPU")
-    return ort.InferenceSession(model, options, providers=[CPU]), "cpu"
+    return inference_session(model, threads, [CPU]), "cpu"
+
+
+def inference_session(model: bytes, threads: int | None,
+                      providers: list[str]) -> ort.InferenceSession:
+    """onnxruntime's session over `model`, with external data confined to an empty folder;
+    onnxruntime's refusal of a broken or hostile graph becomes an ArtifactError."""
+    options = session_options(threads)
+    with tempfile.TemporaryDirectory(prefix="bard-no-external-data-") as empty:
+        options.add_session_config_entry(EXTERNAL_FOLDER_KEY, empty)
+        try:
+            return ort.InferenceSession(model, options, providers=providers)
+        except MODEL_ERRORS as err:
+            raise ArtifactError(f"onnxruntime cannot load the model: {first_line(err)}") from None
+
+
+def first_line(err: BaseException, limit: int = 300) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:limit] if text else type(err).__name__
 
 
 class State(Protocol):

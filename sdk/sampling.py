@@ -12,7 +12,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .arguments import integer, real
+
 MASK64 = (1 << 64) - 1
+# Below this temperature sampling is greedy (argmax). At 1e-6 a logit gap of 1e-4 already
+# weighs e**-100 against the top choice, so nothing is lost; far below it, logits / temperature
+# overflows (1e-320 once turned every row into "\n").
+TEMPERATURE_FLOOR = 1e-6
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
@@ -26,25 +32,22 @@ class SamplingParams:
     top_k: int | None = None
     top_p: float | None = None
 
+    @classmethod
+    def checked(cls, temperature: object, top_k: object, top_p: object,
+                vocab_size: int) -> SamplingParams:
+        """Validated parameters as plain Python numbers (numpy scalars accepted, bool never)."""
+        return cls(
+            real(temperature, "temperature", minimum=0.0),
+            None if top_k is None else integer(top_k, "top_k", minimum=1, maximum=vocab_size),
+            None if top_p is None else real(top_p, "top_p", above=0.0, maximum=1.0))
+
     def validate(self, vocab_size: int) -> None:
-        if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)):
-            raise ValueError(f"temperature must be a number, got {self.temperature!r}")
-        if not np.isfinite(self.temperature) or self.temperature < 0:
-            raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature}")
-        if self.top_k is not None and (
-            isinstance(self.top_k, bool) or not isinstance(self.top_k, int)
-            or not 1 <= self.top_k <= vocab_size
-        ):
-            raise ValueError(f"top_k must be an integer in [1, {vocab_size}], got {self.top_k!r}")
-        if self.top_p is not None and (
-            isinstance(self.top_p, bool) or not isinstance(self.top_p, (int, float))
-            or not 0.0 < self.top_p <= 1.0
-        ):
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        self.checked(self.temperature, self.top_k, self.top_p, vocab_size)
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0
+        """Temperatures below TEMPERATURE_FLOOR are greedy (see there)."""
+        return self.temperature < TEMPERATURE_FLOOR
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:

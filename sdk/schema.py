@@ -1,7 +1,8 @@
 """A small JSON Schema checker for the manifest: the SDK depends on numpy and onnxruntime only,
 so it interprets the subset of JSON Schema its own manifest.schema.json uses (type, enum, const,
-required, properties, additionalProperties, items, minItems, minLength, maxLength, minimum,
-pattern, $ref into $defs). The test suite checks the same manifests with `jsonschema` too.
+required, properties, additionalProperties, propertyNames, items, minItems, maxItems, minLength,
+maxLength, minimum, pattern, $ref into $defs). The test suite checks the same manifests with
+`jsonschema` too. Keys from the manifest appear in messages shortened and escaped.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import re
 from functools import cache
 from importlib import resources
 from typing import Any
+
+from .display import printable
 
 TYPES: dict[str, tuple[type, ...]] = {
     "object": (dict,), "array": (list,), "string": (str,), "boolean": (bool,),
@@ -53,6 +56,8 @@ def schema_errors(value: Any, schema: dict[str, Any], root: dict[str, Any],
     if isinstance(value, list):
         if len(value) < schema.get("minItems", 0):
             errors.append(f"{where}: needs at least {schema['minItems']} items")
+        if "maxItems" in schema and len(value) > schema["maxItems"]:
+            errors.append(f"{where}: more than {schema['maxItems']} items")
         if "items" in schema:
             for i, item in enumerate(value):
                 errors += schema_errors(item, schema["items"], root, f"{where}[{i}]")
@@ -62,13 +67,17 @@ def schema_errors(value: Any, schema: dict[str, Any], root: dict[str, Any],
                 errors.append(f"{where}: missing {key!r}")
         properties = schema.get("properties", {})
         extra = schema.get("additionalProperties", True)
+        names = schema.get("propertyNames")
         for key, item in value.items():
+            shown = key if key in properties else printable(key, 40)
+            if names is not None:
+                errors += schema_errors(key, names, root, f"{where} key '{shown}'")
             if key in properties:
                 errors += schema_errors(item, properties[key], root, f"{where}.{key}")
             elif extra is False:
-                errors.append(f"{where}: unexpected key {key!r}")
+                errors.append(f"{where}: unexpected key '{shown}'")
             elif isinstance(extra, dict):
-                errors += schema_errors(item, extra, root, f"{where}.{key}")
+                errors += schema_errors(item, extra, root, f"{where}.{shown}")
     return errors
 
 

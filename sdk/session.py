@@ -6,13 +6,15 @@ three arrays and restoring them (in this process or another) continues the text 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .generation import Batch, decode, prefill
-from .model import check_max_new
+from .arguments import describe, integer, string
+from .errors import InvalidArgumentError
+from .generation import Batch, collect, decode, prefill
+from .model import check_max_new, check_seed
 from .sampling import SamplingParams, row_keys
 from .vocab import OnUnknown
 
@@ -32,10 +34,8 @@ class Session:
 
     def feed(self, text: str, on_unknown: OnUnknown = "error",
              replacement: str | None = None) -> None:
-        """Advance the state over `text` in one onnxruntime call."""
-        if not isinstance(text, str):
-            raise ValueError(f"text must be a string, got {type(text).__name__}")
-        ids = self.model.encode(text, on_unknown, replacement)
+        """Advance the state over `text` (prefill: chunked, state carried)."""
+        ids = self.model.encode(string(text, "text"), on_unknown, replacement)
         if not len(ids):
             return
         runner = self.model.runner
@@ -51,9 +51,9 @@ class Session:
                  top_k: int | None = None, top_p: float | None = None,
                  stop: str | Sequence[str] | None = None, seed: int | None = None) -> str:
         """Continue the text; what is generated becomes part of the session's state."""
-        check_max_new(max_new_chars)
-        params = SamplingParams(temperature, top_k, top_p)
-        params.validate(len(self.model.vocab))
+        max_new_chars = check_max_new(max_new_chars)
+        params = SamplingParams.checked(temperature, top_k, top_p, len(self.model.vocab))
+        keys = row_keys([check_seed(seed)])
         stops = self.model._stops(stop)
         if max_new_chars == 0:
             return ""
@@ -63,8 +63,8 @@ class Session:
                             runner.state(self.h, self.c))
         else:
             batch = Batch(runner.state(self.h, self.c), self.logits)
-        out = [int(ids[0]) for _, ids in decode(runner, batch, max_new_chars, params,
-                                                row_keys([seed]), stops, feed_last=True)]
+        events = decode(runner, batch, max_new_chars, params, keys, stops, feed_last=True)
+        out = collect(events, 1, max_new_chars)[0]
         self._keep(batch, len(out))
         return self.model.vocab.decode(out)
 
@@ -81,16 +81,46 @@ class Session:
         return state
 
     @classmethod
-    def restore(cls, model: Model, state: dict[str, np.ndarray]) -> Session:
-        """Rebuild a session from `export_state()` output, checking shapes against the model."""
+    def restore(cls, model: Model, state: Mapping[str, Any]) -> Session:
+        """Rebuild a session from `export_state()` output (e.g. `dict(np.load(path))`),
+        checking keys, shapes, dtypes, finiteness and length against the model."""
+        if not isinstance(state, Mapping):
+            raise InvalidArgumentError(f"state must be a mapping of arrays (export_state()), "
+                                       f"got {type(state).__name__}")
+        keys = set(state)
+        if not {"h", "c"} <= keys or keys - STATE_KEYS:
+            raise InvalidArgumentError(
+                f"state must hold 'h' and 'c' (and optionally 'logits', 'length'); got keys "
+                f"{describe(sorted(map(str, keys)))}")
         shape = (model.manifest.num_layers, 1, model.manifest.hidden_size)
-        h = np.asarray(state["h"], dtype=np.float32)
-        c = np.asarray(state["c"], dtype=np.float32)
-        if h.shape != shape or c.shape != shape:
-            raise ValueError(f"state shapes {h.shape}, {c.shape} do not fit this model {shape}")
+        h = _float_array(state["h"], "h", shape)
+        c = _float_array(state["c"], "c", shape)
         logits = state.get("logits")
         if logits is not None:
-            logits = np.asarray(logits, dtype=np.float32)
-            if logits.shape != (1, len(model.vocab)):
-                raise ValueError(f"state logits shape {logits.shape} does not fit this model")
-        return cls(model, h.copy(), c.copy(), logits, int(state.get("length", 0)))
+            logits = _float_array(logits, "logits", (1, len(model.vocab)))
+        length = state.get("length", 0)
+        if isinstance(length, np.ndarray) and length.ndim == 0:
+            length = length[()]
+        length = integer(length, "state length", minimum=0)
+        if logits is None and length:
+            raise InvalidArgumentError(f"state has length {length} but no logits")
+        return cls(model, h, c, logits, length)
+
+
+STATE_KEYS = {"h", "c", "logits", "length"}
+
+
+def _float_array(value: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """A float32 copy of one state array, refused unless it is numeric, the right shape and
+    finite (an object array or NaN would otherwise turn into a silently broken session)."""
+    if not isinstance(value, np.ndarray) or value.dtype.kind not in "fiu":
+        kind = value.dtype if isinstance(value, np.ndarray) else type(value).__name__
+        raise InvalidArgumentError(f"state {name!r} must be a numeric numpy array, got {kind}")
+    if value.shape != shape:
+        raise InvalidArgumentError(f"state {name!r} has shape {value.shape}; this model needs "
+                                   f"{shape}")
+    with np.errstate(over="ignore"):
+        array = np.array(value, dtype=np.float32)
+    if not np.isfinite(array).all():
+        raise InvalidArgumentError(f"state {name!r} holds non-finite values")
+    return array

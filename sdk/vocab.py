@@ -6,7 +6,7 @@ from typing import Literal
 
 import numpy as np
 
-from .errors import UnknownCharacterError
+from .errors import InvalidArgumentError, UnknownCharacterError
 
 OnUnknown = Literal["error", "skip", "replace"]
 
@@ -29,11 +29,12 @@ class Vocabulary:
                replacement: str | None = None) -> np.ndarray:
         """Ids of `text` as int64; unknown characters raise, are skipped, or are replaced."""
         if on_unknown not in ("error", "skip", "replace"):
-            raise ValueError(f"on_unknown must be 'error', 'skip' or 'replace', got {on_unknown!r}")
+            raise InvalidArgumentError(
+                f"on_unknown must be 'error', 'skip' or 'replace', got {on_unknown!r}")
         replacement_id = -1
         if on_unknown == "replace":
-            if replacement is None or replacement not in self.index:
-                raise ValueError(
+            if not isinstance(replacement, str) or replacement not in self.index:
+                raise InvalidArgumentError(
                     f"on_unknown='replace' needs a replacement character from the vocabulary, "
                     f"got {replacement!r}")
             replacement_id = self.index[replacement]
