@@ -7,7 +7,9 @@ cause become one line on stderr and exit code 2; a traceback means a bug in bard
 
 from __future__ import annotations
 
+import math
 import os
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -163,27 +165,53 @@ def export_command(
 # ---------------------------------------------------------------------------- generate / eval
 
 
+MAX_SAMPLES = 100_000
+STOP_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+
+
 def load_model(model: Path | None, device: str, variant: str = "fp32",
                threads: int | None = None) -> Any:
     import bard_sdk
+    from bard_sdk.display import printable
 
-    with user_errors(bard_sdk.BardError, ValueError):
+    with user_errors(bard_sdk.BardError):
         loaded = bard_sdk.load(model, device=device, variant=variant, threads=threads)
-    typer.echo(f"[{loaded.manifest.name} on {loaded.device}, {variant}]", err=True)
+    typer.echo(f"[{printable(loaded.manifest.name)} on {loaded.device}, {variant}]", err=True)
     return loaded
+
+
+def unescape_stop(text: str) -> str:
+    """`--stop` as typed in a shell: \\n, \\t, \\r and \\\\ are escapes, any other backslash is
+    an error (a silently literal one would be a stop string that never matches)."""
+    out: list[str] = []
+    chars = iter(text)
+    for ch in chars:
+        if ch != "\\":
+            out.append(ch)
+            continue
+        escaped = next(chars, "")
+        if escaped not in STOP_ESCAPES:
+            fail(f"--stop {text!r}: unknown escape '\\{escaped}' (use \\n, \\t, \\r, or \\\\ "
+                 "for a backslash)")
+        out.append(STOP_ESCAPES[escaped])
+    return "".join(out)
 
 
 @app.command()
 def generate(
     prompt: Annotated[str, typer.Argument(help="Text to continue.")] = "",
     model: Annotated[Path | None, Opt(help="Artifact directory (default: bundled).")] = None,
-    n: Annotated[int, Opt("-n", "--max-new-chars", help="Characters to generate.")] = 300,
+    n: Annotated[int, Opt("-n", "--max-new-chars",
+                          help="Characters to generate (at most 10**9).")] = 300,
     temperature: Annotated[float, Opt(help="0 is greedy.")] = 0.8,
     top_k: Annotated[int | None, Opt()] = None,
     top_p: Annotated[float | None, Opt()] = None,
     seed: Annotated[int | None, Opt()] = None,
-    num_samples: Annotated[int, Opt(help="Independent samples (one batch).")] = 1,
-    stop: Annotated[list[str] | None, Opt(help="Stop after this string (repeatable).")] = None,
+    num_samples: Annotated[int, Opt(help=f"Independent samples (one batch; at most "
+                                         f"{MAX_SAMPLES:,}).")] = 1,
+    stop: Annotated[list[str] | None, Opt(
+        help="Stop after this string (repeatable); \\n, \\t, \\r and \\\\ are escapes, "
+             "e.g. --stop '\\n\\n'.")] = None,
     stream: Annotated[bool, Opt(help="Print characters as they are made.")] = False,
     device: Annotated[str, Opt(help="auto | cpu | cuda")] = "auto",
     variant: Annotated[str, Opt(help="fp32 | int8")] = "fp32",
@@ -192,17 +220,23 @@ def generate(
     """Generate text from an artifact (works without PyTorch)."""
     import bard_sdk
 
-    if num_samples < 1:
-        fail(f"--num-samples must be at least 1, got {num_samples}")
+    if not 1 <= num_samples <= MAX_SAMPLES:
+        fail(f"--num-samples must be in [1, {MAX_SAMPLES:,}], got {num_samples}")
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes in argv arrive as lone surrogates
+        fail("the prompt is not valid UTF-8 text")
+    stops = None if stop is None else [unescape_stop(s) for s in stop]
     loaded = load_model(model, device, variant)
     prompts = [prompt] * num_samples
-    seeds = None if seed is None else [seed + i for i in range(num_samples)]
+    # one int seeds sample i with seed + i, as the SDK does for a batch
     options: dict[str, Any] = dict(temperature=temperature, top_k=top_k, top_p=top_p,
-                                   stop=stop, seed=seeds, on_unknown=on_unknown)
-    with user_errors(bard_sdk.BardError, ValueError):
+                                   stop=stops, seed=seed, on_unknown=on_unknown)
+    with user_errors(bard_sdk.BardError):
         if stream and num_samples == 1:
+            pieces = loaded.stream(prompt, n, **options)  # checks every argument first
             typer.echo(prompt, nl=False)
-            for piece in loaded.stream(prompt, n, **{**options, "seed": seed}):
+            for piece in pieces:
                 sys.stdout.write(piece)
                 sys.stdout.flush()
             typer.echo("")
@@ -257,6 +291,7 @@ def eval_command(
     import json
 
     import bard_sdk
+    from bard_sdk.display import printable
 
     text = read_text_file(file)
     if split not in ("all", "val", "train"):
@@ -266,25 +301,39 @@ def eval_command(
     cut = int(len(text) * (1 - val_fraction))
     text = {"all": text, "val": text[cut:], "train": text[:cut]}[split]
     loaded = load_model(model, device, variant)
-    with user_errors(bard_sdk.BardError, ValueError):
+    with user_errors(bard_sdk.BardError):
         score = loaded.score(text, on_unknown=on_unknown, replacement=replacement)  # type: ignore[arg-type]
+    # strict JSON: a text with no predictions (under 2 characters) has no loss, so null
+    nats, bits = (x if math.isfinite(x) else None
+                  for x in (score.nats_per_char, score.bits_per_char))
     result = {"file": str(file), "split": split, "characters": score.characters,
-              "nats_per_char": score.nats_per_char, "bits_per_char": score.bits_per_char,
-              "variant": variant}
+              "nats_per_char": nats, "bits_per_char": bits, "variant": variant}
     if json_out:
-        typer.echo(json.dumps(result))
+        typer.echo(json.dumps(result, allow_nan=False))
+    elif nats is None or bits is None:
+        typer.echo(f"{printable(str(file))} ({split}): nothing to score (a loss needs at least "
+                   "2 characters)")
     else:
-        typer.echo(f"{file} ({split}, {score.characters:,} predictions): "
-                   f"{score.nats_per_char:.4f} nats/char, {score.bits_per_char:.4f} bits/char")
+        typer.echo(f"{printable(str(file))} ({split}, {score.characters:,} predictions): "
+                   f"{nats:.4f} nats/char, {bits:.4f} bits/char")
 
 
 def read_text_file(path: Path) -> str:
-    if not path.is_file():
-        fail(f"file not found: {path}")
+    """A regular UTF-8 file's text; anything else is a one-line error (a FIFO would block, a
+    directory is not text)."""
     try:
+        mode = path.stat().st_mode
+        if stat.S_ISDIR(mode):
+            fail(f"{path} is a directory, not a text file")
+        if not stat.S_ISREG(mode):
+            fail(f"{path} is not a regular file (a FIFO, socket or device?)")
         return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        fail(f"file not found: {path}")
     except UnicodeDecodeError as err:
         fail(f"file is not valid UTF-8: {path} (byte offset {err.start})")
+    except OSError as err:
+        fail(f"cannot read {path}: {err.strerror or err}")
 
 
 # ---------------------------------------------------------------------------- bench
@@ -311,7 +360,7 @@ def bench(
     require_train_extra("bench")
     from bard.bench.run import run_bench
 
-    with user_errors(bard_sdk.BardError, ValueError):
+    with user_errors(bard_sdk.BardError):
         run_bench(model, quick, out, threads)
 
 

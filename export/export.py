@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -28,6 +27,14 @@ from bard_sdk.manifest import MANIFEST_FILE, build_manifest, graph_section, sha2
 from .card import HeldOut, write_card
 from .onnx_graph import OPSET, export_onnx
 from .parity import ParityError, ParityReport, check_parity
+from .preflight import (
+    check_name,
+    check_output_dir,
+    check_readable_files,
+    check_replaceable,
+    output_lock,
+    read_card_notes,
+)
 from .quantize import quantize_int8
 
 INT8_TOLERANCE = 0.01  # nats per character
@@ -59,28 +66,30 @@ class ExportResult:
     parity: ParityReport
 
 
-def check_output_dir(out: Path, force: bool) -> None:
-    if out.exists() and not force:
-        raise UsageError(f"output directory exists: {out} (pass --force to replace it)")
-    parent = out.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    if not os.access(parent, os.W_OK):
-        raise UsageError(f"output path is not writable: {parent}")
-
-
 def model_file_entry(path: Path) -> dict[str, Any]:
     data = path.read_bytes()
     return {"path": path.name, "sha256": sha256_bytes(data), "bytes": len(data)}
 
 
 def export_run(request: ExportRequest) -> ExportResult:
-    """Export, gate and write one artifact directory atomically."""
+    """Export, gate and write one artifact directory atomically. Every input and the output
+    path are checked, and the output locked, before the long work starts."""
     if request.quantize not in (None, "int8"):
         raise UsageError(f"--quantize supports only int8, got {request.quantize!r}")
-    try:
-        check_output_dir(request.out, request.force)
-    except OSError as err:
-        raise UsageError(f"output path is not writable: {request.out} ({err})") from None
+    notes = read_card_notes(request.card_notes)
+    check_readable_files(request.heldout, "--heldout")
+    check_name(request.name or request.out.name)
+    target = check_output_dir(request.out, request.run_dir, request.force)
+    with output_lock(target):
+        check_output_dir(request.out, request.run_dir, request.force)  # as it is now, locked
+        try:
+            return _export(request, notes)
+        except FileExistsError:  # something else created --out meanwhile: it is left alone
+            raise UsageError(f"{request.out} appeared during the export; nothing was "
+                             "replaced") from None
+
+
+def _export(request: ExportRequest, notes: str) -> ExportResult:
     checkpoint = load_checkpoint(find_checkpoint(request.run_dir, request.checkpoint))
     model = model_from_checkpoint(checkpoint)
     corpus = checkpoint.state["corpus"]
@@ -96,7 +105,8 @@ def export_run(request: ExportRequest) -> ExportResult:
     val_loss = nll / count
 
     try:
-        with atomic_directory(request.out, replace=request.force) as tmp:
+        with atomic_directory(request.out, replace=request.force,
+                              check=check_replaceable) as tmp:
             graph = export_onnx(model)
             onnx.save_model(graph, str(tmp / "model.onnx"))
             files = {"fp32": model_file_entry(tmp / "model.onnx")}
@@ -153,7 +163,6 @@ def export_run(request: ExportRequest) -> ExportResult:
                                     "greedy_chars_identical": parity.greedy_chars}
             manifest = write_manifest(tmp, fields)
             heldout = [evaluate_heldout(sdk_model, path) for path in request.heldout]
-            notes = request.card_notes.read_text(encoding="utf-8") if request.card_notes else ""
             write_card(tmp, str(request.out), manifest, bard_sdk.load(tmp, device="cpu"),
                        heldout, notes, request.command)
             png = request.run_dir / "loss_curve.png"

@@ -7,10 +7,20 @@ config is stored with every checkpoint, so a run directory always says how it wa
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import UsageError
+
+
+def check_finite(config: object) -> None:
+    """NaN passes every `x < 0` check, so non-finite floats are refused before any other."""
+    for item in dataclasses.fields(config):  # type: ignore[arg-type]
+        value = getattr(config, item.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"{item.name.replace('_', ' ')} must be a finite number, "
+                             f"got {value}")
 
 
 @dataclass(frozen=True)
@@ -25,6 +35,7 @@ class ModelConfig:
     weight_drop: float = 0.0  # DropConnect on the recurrent weights while training (AWD-LSTM)
 
     def validate(self) -> None:
+        check_finite(self)
         for name in ("vocab_size", "embedding_dim", "hidden_size", "num_layers"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -61,6 +72,9 @@ class TrainConfig:
         return self.decay_steps if self.decay_steps is not None else self.max_steps
 
     def validate(self) -> None:
+        check_finite(self)
+        if not 0 <= self.seed < 2**32:
+            raise UsageError(f"seed must be an integer in [0, 2**32), got {self.seed}")
         positive = ("batch_size", "seq_len", "max_steps", "eval_interval", "val_streams")
         for name in positive:
             if getattr(self, name) < 1:

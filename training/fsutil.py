@@ -6,7 +6,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -37,23 +37,27 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_directory(final: Path, *, replace: bool = False) -> Iterator[Path]:
+def atomic_directory(final: Path, *, replace: bool = False,
+                     check: Callable[[Path], None] | None = None) -> Iterator[Path]:
     """Yield a fresh temporary directory beside `final`; rename it into place on success.
 
     On any error (or a kill) the temporary directory is removed or left under a hidden name,
-    and `final` is untouched.
+    and `final` is untouched. With `replace`, an existing directory `final` (approved by
+    `check` just before) is renamed aside under a fresh hidden name, the new one renamed in,
+    and only then the old one removed; a file or link at `final` is never replaced.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     tmp.chmod(0o777 & ~_umask())
     try:
         yield tmp
-        if final.exists():
-            if not replace:
+        if os.path.lexists(final):
+            if not replace or final.is_symlink() or not final.is_dir():
                 raise FileExistsError(f"{final} already exists")
-            old = final.with_name(f".{final.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
+            if check is not None:
+                check(final)
+            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
+            os.replace(final, old)  # onto the fresh empty directory: nobody else's name
             os.replace(tmp, final)
             shutil.rmtree(old, ignore_errors=True)
         else:

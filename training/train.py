@@ -126,7 +126,12 @@ def write_run_file(run_dir: Path, corpus: dict[str, Any], model_config: ModelCon
                    train_config: TrainConfig) -> None:
     record = {"corpus": corpus, "model_config": dataclasses.asdict(model_config),
               "train_config": dataclasses.asdict(train_config)}
-    atomic_write_text(run_dir / RUN_FILE, json.dumps(record, indent=1) + "\n")
+    try:  # the run's first write: a read-only --out fails here, before any training
+        atomic_write_text(run_dir / RUN_FILE,
+                          json.dumps(record, indent=1, allow_nan=False) + "\n")
+    except OSError as err:
+        raise UsageError(f"cannot write the run directory {run_dir}: "
+                         f"{err.strerror or err}") from None
 
 
 def write_metrics(run_dir: Path, records: list[dict[str, Any]]) -> None:
