@@ -11,23 +11,9 @@ from pathlib import Path
 import bard_sdk
 import onnx
 import pytest
-from bard_sdk.manifest import sha256_bytes
 from bard_sdk.schema import validate_manifest_schema
 
-
-def edit_manifest(artifact: Path, change) -> None:  # type: ignore[no-untyped-def]
-    path = artifact / "manifest.json"
-    manifest = json.loads(path.read_text())
-    change(manifest)
-    path.write_text(json.dumps(manifest))
-
-
-def rehash(artifact: Path, variant: str = "fp32") -> None:
-    def update(manifest: dict) -> None:
-        entry = manifest["files"][variant]
-        data = (artifact / entry["path"]).read_bytes()
-        entry["sha256"], entry["bytes"] = sha256_bytes(data), len(data)
-    edit_manifest(artifact, update)
+from tests.sdk.hostile import edit_manifest, rehash, widen_logits
 
 
 def test_import_pulls_in_neither_torch_nor_onnx() -> None:
@@ -158,3 +144,92 @@ def test_builtin_schema_checker_agrees_with_jsonschema(tiny_artifact: Path) -> N
         assert validate_manifest_schema(bad), bad
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(bad, schema)
+
+
+def test_a_graph_that_emits_other_shapes_than_it_declares(artifact_copy: Path) -> None:
+    widen_logits(artifact_copy)
+    with pytest.raises(bard_sdk.ArtifactError, match=r"emits logits float32 \[2, 2, 66\]"):
+        bard_sdk.load(artifact_copy)
+
+
+@pytest.mark.parametrize("name", ["manifest.json", "model.onnx"])
+def test_unreadable_files(artifact_copy: Path, name: str,
+                          monkeypatch: pytest.MonkeyPatch) -> None:
+    target = artifact_copy / name
+    if os.geteuid() == 0:  # root reads anything: make the read itself fail as it would
+        real = Path.read_bytes
+
+        def denied(self: Path) -> bytes:
+            if self == target:
+                raise PermissionError(13, "Permission denied", str(self))
+            return real(self)
+        monkeypatch.setattr(Path, "read_bytes", denied)
+    else:
+        target.chmod(0)
+    with pytest.raises(bard_sdk.ArtifactError, match=r"cannot read .*Permission denied"):
+        bard_sdk.load(artifact_copy)
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo"])
+def test_manifest_that_is_not_a_file(artifact_copy: Path, kind: str) -> None:
+    path = artifact_copy / "manifest.json"
+    path.unlink()
+    path.mkdir() if kind == "directory" else os.mkfifo(path)
+    with pytest.raises(bard_sdk.ArtifactError, match="not a regular file"):
+        bard_sdk.load(artifact_copy)
+
+
+def replace_in_manifest(artifact: Path, old: str, new: str) -> None:
+    path = artifact / "manifest.json"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [('"format_version"', '"deep": ' + "[" * 5000 + "]" * 5000 + ', "format_version"',
+      "nested more than"),
+     ('"format_version"', '"deep": ' + "[" * 100_000 + "]" * 100_000 + ', "format_version"',
+      "nested more than"),
+     ('"vocabulary": [', '"vocabulary": ["\\ud800", ', "lone surrogate"),
+     ('"steps": ', '"steps": NaN, "x": ', "NaN is not a JSON number"),
+     ('"format_version"', '"name": "again", "format_version"', "appears twice"),
+     ('"fp32": {', '"\\u001b[31m": {"path": "a.onnx", "sha256": "' + "0" * 64
+      + '", "bytes": 1}, "fp32": {', r"key '\\x1b\[31m'")],
+)
+def test_strict_manifest_parsing(artifact_copy: Path, old: str, new: str,
+                                 message: str) -> None:
+    replace_in_manifest(artifact_copy, old, new)
+    with pytest.raises(bard_sdk.ArtifactError, match=message):
+        bard_sdk.load(artifact_copy)
+
+
+def test_surrogate_vocabulary_entry_is_refused(artifact_copy: Path) -> None:
+    """A vocabulary entry must be one Unicode scalar value: a lone surrogate cannot be printed
+    (it used to pass, then fail half-way through printing a generated text)."""
+    path = artifact_copy / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["vocabulary"][-1] = "\ud800"
+    path.write_text(json.dumps(manifest, allow_nan=False))  # ensure_ascii writes "\ud800"
+    with pytest.raises(bard_sdk.ArtifactError, match="surrogate"):
+        bard_sdk.load(artifact_copy)
+
+
+def test_oversized_manifest_and_long_name(artifact_copy: Path) -> None:
+    edit_manifest(artifact_copy, lambda m: m.update(name="x" * 201))
+    with pytest.raises(bard_sdk.ArtifactError, match=r"manifest.name: too long"):
+        bard_sdk.load(artifact_copy)
+    edit_manifest(artifact_copy, lambda m: m.update(name="x" * 10_000_000))
+    with pytest.raises(bard_sdk.ArtifactError, match="larger than"):
+        bard_sdk.load(artifact_copy)
+
+
+def test_control_characters_in_the_name_are_escaped_when_shown(artifact_copy: Path) -> None:
+    from bard_sdk.display import printable
+
+    edit_manifest(artifact_copy, lambda m: m.update(name="evil\x1b]0;pwned\x07\u202etxt"))
+    model = bard_sdk.load(artifact_copy)
+    shown = printable(model.manifest.name)
+    assert shown == "evil\\x1b]0;pwned\\x07\\u202etxt" and shown.isprintable()
+    assert "\x1b" not in repr(model)
