@@ -78,8 +78,8 @@ def export_run(request: ExportRequest) -> ExportResult:
         raise UsageError(f"--quantize supports only int8, got {request.quantize!r}")
     notes = read_card_notes(request.card_notes)
     check_readable_files(request.heldout, "--heldout")
-    check_name(request.name or request.out.name)
     target = check_output_dir(request.out, request.run_dir, request.force)
+    check_name(request.name or target.name)
     with output_lock(target):
         check_output_dir(request.out, request.run_dir, request.force)  # as it is now, locked
         try:

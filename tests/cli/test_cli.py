@@ -110,7 +110,8 @@ def test_export_bad_input(tiny_run: Path, tmp_path: Path) -> None:
         bard_cli("export", str(tiny_run), "--out", str(blocker / "art")), "not writable")
     (tmp_path / "exists").mkdir()
     assert_one_line_error(
-        bard_cli("export", str(tiny_run), "--out", str(tmp_path / "exists")), "--force")
+        bard_cli("export", str(tiny_run), "--out", str(tmp_path / "exists")),
+        "not a bard artifact")
 
 
 def test_generate_and_eval_bad_input(tiny_artifact: Path, tmp_path: Path) -> None:

@@ -130,8 +130,8 @@ def test_existing_output_is_refused_without_force(tiny_run: Path, tmp_path: Path
     out = tmp_path / "art"
     out.mkdir()
     (out / "keep.txt").write_text("keep")
-    with pytest.raises(UsageError, match="--force"):
-        export_run(ExportRequest(run_dir=tiny_run, out=out))
+    with pytest.raises(UsageError, match="not a bard artifact"):
+        export_run(ExportRequest(run_dir=tiny_run, out=out, force=True))
     assert (out / "keep.txt").read_text() == "keep"
 
 
@@ -146,15 +146,6 @@ def test_failed_gate_writes_nothing(tiny_run: Path, tmp_path: Path,
         export_run(ExportRequest(run_dir=tiny_run, out=out))
     assert not out.exists()
     assert list(tmp_path.iterdir()) == [], "no temporary directory left behind"
-
-
-def test_force_replaces_an_existing_artifact(tiny_run: Path, tmp_path: Path) -> None:
-    out = tmp_path / "art"
-    out.mkdir()
-    (out / "stale.txt").write_text("old")
-    export_run(ExportRequest(run_dir=tiny_run, out=out, force=True))
-    assert not (out / "stale.txt").exists()
-    assert bard_sdk.load(out).generate("A", 5, seed=0)
 
 
 def test_run_without_checkpoint_is_refused(tmp_path: Path) -> None:
