@@ -32,7 +32,7 @@ elif case == "until-stop":    # max_new_chars=size, ended by the first newline
     assert text.endswith("\\n"), text
 seconds = time.perf_counter() - start
 peak = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
-print(json.dumps({"seconds": seconds, "peak_rss_mb": peak / 1024}))
+print(json.dumps({"seconds": seconds, "peak_rss_mb": peak / 1024}, allow_nan=False))
 """
 
 

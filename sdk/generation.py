@@ -45,40 +45,54 @@ def _padded(prompts: list[np.ndarray], rows: np.ndarray, start: int, width: int)
 def prefill(runner: Runner, prompts: list[np.ndarray], state: State,
             chunk: int = PREFILL_CHUNK) -> Batch:
     """Feed every row's ids (each non-empty) starting from `state`, `chunk` characters per row
-    per call with the state carried; a row whose prompt has ended leaves the later calls."""
+    per call with the state carried. Prompts that fit one call go together in one call; longer
+    ones go in chunks, a row leaving as soon as its prompt is fed. So no row is padded to a
+    long prompt's length, and rows come back in their order."""
     lengths = np.array([len(p) for p in prompts], dtype=np.int64)
     rows = np.arange(len(prompts))
-    if int(lengths.max()) <= chunk:  # the common case: one call
-        logits, state = runner.step(_padded(prompts, rows, 0, int(lengths.max())), state)
-        return Batch(state, logits[rows, lengths - 1])
-    last = np.empty((len(prompts), 0), dtype=np.float32)
-    h_done: np.ndarray | None = None
-    c_done: np.ndarray | None = None
+    short = lengths <= chunk
+    if short.any() and not short.all():
+        groups = [rows[short], rows[~short]]
+        return _merge(runner, len(prompts), [
+            (group, _chunked(runner, prompts, lengths, group, state.select(group), chunk))
+            for group in groups])
+    return _chunked(runner, prompts, lengths, rows, state, chunk)
+
+
+def _chunked(runner: Runner, prompts: list[np.ndarray], lengths: np.ndarray, rows: np.ndarray,
+             state: State, chunk: int) -> Batch:
+    """Prefill prompts[rows] (state: theirs, in that order), chunk by chunk."""
+    finished: list[tuple[np.ndarray, Batch]] = []  # (positions in `rows`, their batch)
+    active = np.arange(len(rows))
     start = 0
     while True:
-        width = min(chunk, int(lengths[rows].max()) - start)
-        logits, state = runner.step(_padded(prompts, rows, start, width), state)
-        if not last.shape[1]:
-            last = np.empty((len(prompts), logits.shape[2]), dtype=logits.dtype)
-        ends = lengths[rows] <= start + width
+        width = min(chunk, int(lengths[rows[active]].max()) - start)
+        logits, state = runner.step(_padded(prompts, rows[active], start, width), state)
+        ends = lengths[rows[active]] <= start + width
         ending = np.flatnonzero(ends)
-        last[rows[ending]] = logits[ending, lengths[rows[ending]] - 1 - start]
+        last = logits[ending, lengths[rows[active[ending]]] - 1 - start]
         if ends.all():
-            break
-        if ending.size:  # keep the finished rows' state, continue with the others
-            h, c = state.select(ending).to_numpy()
-            if h_done is None or c_done is None:
-                h_done = np.empty((h.shape[0], len(prompts), h.shape[2]), dtype=np.float32)
-                c_done = np.empty_like(h_done)
-            h_done[:, rows[ending]], c_done[:, rows[ending]] = h, c
-            keep = np.flatnonzero(~ends)
-            state, rows = state.select(keep), rows[keep]
+            if not finished:  # every row ended in this call, in order: the common case
+                return Batch(state, last)
+            return _merge(runner, len(rows), [*finished, (active, Batch(state, last))])
+        keep = np.flatnonzero(~ends)
+        if ending.size:
+            finished.append((active[ending], Batch(state.select(ending), last)))
+            state = state.select(keep)
+        active = active[keep]
         start += width
-    if h_done is None or c_done is None:  # every row ended in the last call, in order
-        return Batch(state, last)
-    h, c = state.to_numpy()
-    h_done[:, rows], c_done[:, rows] = h, c
-    return Batch(runner.state(h_done, c_done), last)
+
+
+def _merge(runner: Runner, count: int, parts: list[tuple[np.ndarray, Batch]]) -> Batch:
+    """One batch of `count` rows from parts that each hold some of them (by index)."""
+    h0, _ = parts[0][1].state.to_numpy()
+    h = np.empty((h0.shape[0], count, h0.shape[2]), dtype=np.float32)
+    c = np.empty_like(h)
+    logits = np.empty((count, parts[0][1].logits.shape[1]), dtype=np.float32)
+    for rows, batch in parts:
+        h[:, rows], c[:, rows] = batch.state.to_numpy()
+        logits[rows] = batch.logits
+    return Batch(runner.state(h, c), logits)
 
 
 def collect(events: Iterable[tuple[np.ndarray, np.ndarray]], rows: int,
