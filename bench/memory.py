@@ -1,9 +1,12 @@
 """Bounded memory: what long prompts and huge `max_new_chars` cost (BENCHMARKS.md).
 
     python -m bard.bench.memory [--model DIR] [--threads N] [--prompt-chars 1000000]
+    python -m bard.bench.memory --chunk-ab     # prefill in one call against chunked calls
 
 Each memory figure comes from a fresh subprocess (peak RSS is VmHWM: Linux carries ru_maxrss
-over from the forking parent across exec). Needs only bard_sdk, not torch.
+over from the forking parent across exec). `--chunk-ab` times the prefill of a 1,000-character
+prompt in one call against PREFILL_CHUNK-character calls, interleaved, in thread CPU time on
+one thread (robust on a shared machine) and wall time. Needs only bard_sdk, not torch.
 """
 
 from __future__ import annotations
@@ -58,13 +61,41 @@ def first_char_ms(model_dir: str, threads: int, chars: int, repeats: int) -> lis
     return times
 
 
+def chunk_ab(model_dir: str, chars: int, repeats: int) -> dict[str, dict[str, float]]:
+    """Median and minimum milliseconds (thread CPU and wall) per prefill chunk size."""
+    import bard_sdk
+    from bard_sdk.generation import PREFILL_CHUNK, prefill
+
+    model = bard_sdk.load(None if model_dir == "-" else model_dir, device="cpu", threads=1)
+    ids = model.encode(("ROMEO:\nBut soft, what light through yonder window breaks?\n" * 100)
+                       [:chars])
+    chunks = {"one call": chars, f"chunks of {PREFILL_CHUNK}": PREFILL_CHUNK,
+              f"chunks of {2 * PREFILL_CHUNK}": 2 * PREFILL_CHUNK}
+    cpu: dict[str, list[float]] = {name: [] for name in chunks}
+    wall: dict[str, list[float]] = {name: [] for name in chunks}
+    for index in range(repeats + 1):
+        for name, chunk in chunks.items():
+            start, start_cpu = time.perf_counter(), time.thread_time()
+            prefill(model.runner, [ids], model.runner.state(*model.zero_state(1)), chunk=chunk)
+            if index:  # the first round warms up
+                cpu[name].append((time.thread_time() - start_cpu) * 1e3)
+                wall[name].append((time.perf_counter() - start) * 1e3)
+    return {name: {"cpu_median_ms": statistics.median(cpu[name]), "cpu_min_ms": min(cpu[name]),
+                   "wall_median_ms": statistics.median(wall[name]),
+                   "wall_min_ms": min(wall[name])} for name in chunks}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="-", help="artifact directory (default: bundled)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--prompt-chars", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--chunk-ab", action="store_true", help="time prefill chunk sizes")
     args = parser.parse_args()
+    if args.chunk_ab:
+        print(json.dumps(chunk_ab(args.model, 1000, args.repeats), indent=1, allow_nan=False))
+        return
     times = first_char_ms(args.model, args.threads, 1000, args.repeats)
     results = {
         "first_char_ms_1000": {"median": statistics.median(times), "min": min(times),
