@@ -354,7 +354,7 @@ def bench(
     if serving:
         from bard.bench.serving import run_serving_bench
 
-        with user_errors(bard_sdk.BardError, ValueError):
+        with user_errors(bard_sdk.BardError):
             run_serving_bench(model, quick, out, threads)
         return
     require_train_extra("bench")

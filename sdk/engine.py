@@ -33,9 +33,10 @@ from typing import Literal
 
 import numpy as np
 
+from .arguments import integer, string
 from .errors import BardError, EngineClosed, EngineOverloaded
 from .generation import PADDING_ID
-from .model import Model, check_max_new
+from .model import Model, check_max_new, check_seed
 from .sampling import SamplingParams, row_keys, sample, uniforms
 from .vocab import OnUnknown
 
@@ -339,8 +340,7 @@ class Engine:
                  prefill_chunk: int = DEFAULT_PREFILL_CHUNK) -> None:
         for name, value in (("max_active", max_active), ("max_queued", max_queued),
                             ("prefill_chunk", prefill_chunk)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            integer(value, name, minimum=1)
         self.model = model
         self.max_active, self.max_queued = int(max_active), int(max_queued)
         self.prefill_chunk = int(prefill_chunk)
@@ -367,13 +367,10 @@ class Engine:
         `include_stop=False` leaves a matched stop string out of the text (the OpenAI API's
         rule); streamed text then holds back the few characters that could begin one.
         """
-        if not isinstance(prompt, str):
-            raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
-        check_max_new(max_new_chars)
-        params = SamplingParams(temperature, top_k, top_p)
-        params.validate(len(self.model.vocab))
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise ValueError(f"seed must be an int, got {seed!r}")
+        string(prompt, "prompt")
+        max_new_chars = check_max_new(max_new_chars)
+        params = SamplingParams.checked(temperature, top_k, top_p, len(self.model.vocab))
+        seed = check_seed(seed)
         stops = self.model._stops(stop)
         ids = self.model.encode(prompt, on_unknown, replacement)
         if not len(ids):

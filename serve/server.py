@@ -13,6 +13,7 @@ from pathlib import Path
 
 import bard_sdk
 import uvicorn
+from bard_sdk.display import printable
 
 from .app import create_app
 
@@ -51,7 +52,7 @@ def serve(options: ServeOptions) -> None:
     sock = bind(options.host, options.port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
-    print(f"bard serve: {model_id} on {model.device} at http://{shown}:{port} "
+    print(f"bard serve: {printable(model_id)} on {model.device} at http://{shown}:{port} "
           f"(OpenAI API under /v1, playground at /)", file=sys.stderr, flush=True)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
                             timeout_graceful_shutdown=5)
