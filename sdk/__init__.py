@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
+from .decoding import Generator, LogitsProcessor
 from .engine import Completion, Engine, Request
 from .errors import (
     ArtifactError,
@@ -28,13 +29,15 @@ from .errors import (
 )
 from .manifest import FORMAT_VERSION, Manifest, read_manifest
 from .model import Model, Score
+from .processors import BanCharacters, RepetitionPenalty
 from .session import Session
 
 __all__ = [
-    "FORMAT_VERSION", "ArtifactError", "BardError", "Completion", "DeviceError", "Engine",
-    "EngineClosed", "EngineOverloaded", "InvalidArgumentError", "Manifest", "Model", "Request",
-    "Score", "Session", "UnknownCharacterError", "bundled_model_path", "generate", "load",
-    "read_manifest",
+    "FORMAT_VERSION", "ArtifactError", "BanCharacters", "BardError", "Completion",
+    "DeviceError", "Engine", "EngineClosed", "EngineOverloaded", "Generator",
+    "InvalidArgumentError", "LogitsProcessor", "Manifest", "Model", "RepetitionPenalty",
+    "Request", "Score", "Session", "UnknownCharacterError", "bundled_model_path", "generate",
+    "load", "read_manifest",
 ]
 
 BUNDLED_MODEL = "shakespeare"

@@ -34,10 +34,10 @@ from typing import Literal
 import numpy as np
 
 from .arguments import integer, string
+from .decoding import Rows, RowSettings
 from .errors import BardError, EngineClosed, EngineOverloaded
 from .generation import PADDING_ID
-from .model import Model, check_max_new, check_seed
-from .sampling import SamplingParams, row_keys, sample, uniforms
+from .model import Model, check_seed
 from .vocab import OnUnknown
 
 FinishReason = Literal["stop", "length", "cancelled", "error"]
@@ -140,17 +140,14 @@ class _Mailbox:
 class Request:
     """One submitted prompt: wait for its `result()`, iterate its text, or `cancel()` it."""
 
-    def __init__(self, engine: Engine, ids: np.ndarray, prompt_chars: int, max_new: int,
-                 params: SamplingParams, key: np.uint64, stops: list[np.ndarray],
-                 include_stop: bool) -> None:
+    def __init__(self, engine: Engine, ids: np.ndarray, prompt_chars: int,
+                 settings: RowSettings, include_stop: bool) -> None:
         self.id = next(_request_ids)
         self._engine = engine
         self.prompt_ids = ids
         self.prompt_chars = prompt_chars
-        self.max_new = max_new
-        self.params = params
-        self.key = key
-        self.stops = stops
+        self.settings = settings
+        self.stops = settings.stops
         self.include_stop = include_stop
         self.mailbox = _Mailbox()
         self.cancelled = False
@@ -245,82 +242,26 @@ class _Row:
 
 
 class _Batch:
-    """Rows that are generating: their state, next-character logits and per-row counters as
-    arrays in row order, plus the groups that share sampling settings or stop strings."""
+    """The generating rows: the decode core shared with `Model.generate` (`Rows`), plus the
+    request behind each row, in the same order."""
 
     def __init__(self, model: Model) -> None:
-        self.model = model
-        layers, hidden = model.manifest.num_layers, model.manifest.hidden_size
+        runner = model._runner
+        self.core = Rows(runner, runner.state(*model.zero_state(0)),
+                         np.zeros((0, len(model.vocab)), np.float32), [])
         self.rows: list[_Row] = []
-        self.h = np.zeros((layers, 0, hidden), np.float32)
-        self.c = np.zeros((layers, 0, hidden), np.float32)
-        self.state = model.runner.state(self.h, self.c)
-        self.logits = np.zeros((0, len(model.vocab)), np.float32)
-        self.keys = np.zeros(0, np.uint64)
-        self.steps = np.zeros(0, np.int64)
-        self.max_new = np.zeros(0, np.int64)
-        self.history = np.full((0, 1), PADDING_ID, np.int64)
-        self._regroup()
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def _regroup(self) -> None:
-        """Index arrays for rows sharing sampling params / stop strings (on membership change)."""
-        by_params: dict[SamplingParams, list[int]] = {}
-        by_stops: dict[tuple[tuple[int, ...], ...], list[int]] = {}
-        for i, row in enumerate(self.rows):
-            by_params.setdefault(row.request.params, []).append(i)
-            if row.request.stops:
-                key = tuple(tuple(s.tolist()) for s in row.request.stops)
-                by_stops.setdefault(key, []).append(i)
-        self.param_groups = [(p, np.array(ix)) for p, ix in by_params.items()]
-        self.stop_groups = [(np.array(ix), self.rows[ix[0]].request.stops)
-                            for ix in by_stops.values()]
-        width = max((row.longest_stop for row in self.rows), default=0)
-        if width > self.history.shape[1]:
-            pad = np.full((len(self.history), width - self.history.shape[1]), PADDING_ID,
-                          np.int64)
-            self.history = np.concatenate([pad, self.history], axis=1)
-
     def join(self, rows: list[_Row], h: np.ndarray, c: np.ndarray, logits: np.ndarray) -> None:
-        old_h, old_c = self.state.to_numpy()
-        self.state = self.model.runner.state(np.concatenate([old_h, h], axis=1),
-                                             np.concatenate([old_c, c], axis=1))
-        self.logits = np.concatenate([self.logits, logits])
-        self.keys = np.concatenate([self.keys, [r.request.key for r in rows]]).astype(np.uint64)
-        self.steps = np.concatenate([self.steps, np.zeros(len(rows), np.int64)])
-        self.max_new = np.concatenate([self.max_new, [r.request.max_new for r in rows]]
-                                      ).astype(np.int64)
-        self.history = np.concatenate(
-            [self.history, np.full((len(rows), self.history.shape[1]), PADDING_ID, np.int64)])
+        self.core.join(self.core.runner.state(h, c), logits,
+                       [row.request.settings for row in rows])
         self.rows += rows
-        self._regroup()
 
     def keep(self, keep: np.ndarray) -> None:
+        self.core.keep(keep)
         self.rows = [self.rows[i] for i in keep]
-        self.state = self.state.select(keep)
-        self.logits = self.logits[keep]
-        self.keys, self.steps = self.keys[keep], self.steps[keep]
-        self.max_new, self.history = self.max_new[keep], self.history[keep]
-        self._regroup()
-
-    def step(self) -> tuple[np.ndarray, np.ndarray]:
-        """Sample one character per row; return (ids, matched stop length per row, else 0)."""
-        ids = np.empty(len(self.rows), np.int64)
-        for params, index in self.param_groups:
-            u = None if params.greedy else uniforms(self.keys[index], self.steps[index])
-            ids[index] = sample(self.logits[index], params, u)
-        self.steps += 1
-        stop_len = np.zeros(len(self.rows), np.int64)
-        if self.stop_groups:
-            self.history[:, :-1] = self.history[:, 1:]
-            self.history[:, -1] = ids
-            for index, stops in self.stop_groups:
-                for stop in stops:  # several may end here: the longest starts first
-                    hit = (self.history[index, -len(stop):] == stop).all(axis=1)
-                    stop_len[index] = np.maximum(stop_len[index], hit * len(stop))
-        return ids, stop_len
 
 
 class Engine:
@@ -368,15 +309,13 @@ class Engine:
         rule); streamed text then holds back the few characters that could begin one.
         """
         string(prompt, "prompt")
-        max_new_chars = check_max_new(max_new_chars)
-        params = SamplingParams.checked(temperature, top_k, top_p, len(self.model.vocab))
-        seed = check_seed(seed)
-        stops = self.model._stops(stop)
+        settings = self.model._settings(1, max_new_chars, temperature, top_k, top_p, stop,
+                                        check_seed(seed))[0]
+        max_new_chars = settings.max_new
         ids = self.model.encode(prompt, on_unknown, replacement)
         if not len(ids):
             ids = np.array([self.model.prime_id], np.int64)
-        request = Request(self, ids, len(prompt), int(max_new_chars), params,
-                          row_keys([seed])[0], stops, include_stop)
+        request = Request(self, ids, len(prompt), settings, include_stop)
         with self._wake:
             if self._closed:
                 raise EngineClosed("the engine is closed")
@@ -542,7 +481,7 @@ class Engine:
             part = row.request.prompt_ids[row.cursor : row.cursor + width]
             tokens[i, : len(part)] = part
             row.cursor += len(part)
-        runner = self.model.runner
+        runner = self.model._runner
         logits, state = runner.step(tokens, runner.state(h, c))
         h, c = state.to_numpy()
         done = np.flatnonzero(remaining <= width)
@@ -556,9 +495,9 @@ class Engine:
         return [reading[i] for i in left], h[:, left], c[:, left]
 
     def _decode_step(self, batch: _Batch) -> None:
-        ids, stop_len = batch.step()
+        ids, stop_len = batch.core.sample()
         chars = self.model.vocab.chars
-        finished = (batch.steps >= batch.max_new) | (stop_len > 0)
+        finished = batch.core.finished(stop_len)
         self.steps += 1
         if not finished.any():
             for row, i in zip(batch.rows, ids.tolist()):
@@ -576,8 +515,7 @@ class Engine:
             batch.keep(keep)
             if not len(batch):
                 return
-        logits, batch.state = self.model.runner.step(ids[:, None], batch.state)
-        batch.logits = logits[:, -1]
+        batch.core.feed(ids)
 
 
 _live_engines: weakref.WeakSet[Engine] = weakref.WeakSet()

@@ -1,23 +1,20 @@
-"""The batched decode loop: a chunked prefill for all prompts, then one call per character.
+"""Prefill: prompts into the recurrent state, chunked; the decode loop is in decoding.py.
 
 Prompts of different lengths are prefilled together: rows are padded at the end with the
 padding id, which the graph turns into the ONNX LSTM's `sequence_lens`, so padding never
 reaches the recurrent state. Prefill feeds at most PREFILL_CHUNK characters per row per call,
 carrying the state, and a row leaves the batch once its prompt is fed, so memory does not grow
 with prompt length and a long prompt beside short ones costs what it costs alone. Rows that
-finish decoding (a stop string) leave the batch too. Everything that can be checked is checked
-before the loop starts; outputs grow as they are produced (`collect`).
+finish decoding (a stop string) leave the batch too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from .runtime import Runner, State
-from .sampling import SamplingParams, sample, uniforms
 
 PADDING_ID = -1
 # Characters per row per prefill call. onnxruntime's LSTM holds ~13 KB per (row x character)
@@ -93,73 +90,3 @@ def _merge(runner: Runner, count: int, parts: list[tuple[np.ndarray, Batch]]) ->
         h[:, rows], c[:, rows] = batch.state.to_numpy()
         logits[rows] = batch.logits
     return Batch(runner.state(h, c), logits)
-
-
-def collect(events: Iterable[tuple[np.ndarray, np.ndarray]], rows: int,
-            max_new: int) -> list[np.ndarray]:
-    """Each row's ids from `decode`'s events. The buffer doubles as ids arrive, so memory
-    follows what was produced, not `max_new` (a huge limit ended by a stop string is cheap)."""
-    out = np.empty((rows, max(1, min(max_new, 256))), dtype=np.int32)
-    lengths = np.zeros(rows, dtype=np.int64)
-    for step, (active, ids) in enumerate(events):  # active rows all have `step` ids
-        if step == out.shape[1]:
-            grown = np.empty((rows, min(2 * step, max_new)), dtype=np.int32)
-            grown[:, :step] = out
-            out = grown
-        out[active, step] = ids
-        lengths[active] = step + 1
-    return [out[r, : lengths[r]] for r in range(rows)]
-
-
-def stop_matcher(stops: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
-    return [s for s in stops if len(s)], max((len(s) for s in stops), default=0)
-
-
-def decode(
-    runner: Runner,
-    batch: Batch,
-    max_new: int,
-    params: SamplingParams,
-    keys: np.ndarray,
-    stops: list[np.ndarray],
-    feed_last: bool = False,
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield (row indices, new ids) per step until every row has `max_new` ids or a stop.
-
-    With `feed_last`, the final ids are fed too, so the batch's state ends after them (for a
-    session that continues); `batch` is updated in place to the state of the rows that remain.
-    """
-    rows = np.arange(len(batch.logits))
-    stops, longest = stop_matcher(stops)
-    history = np.full((len(rows), max(longest, 1)), PADDING_ID, dtype=np.int64)
-    for step in range(max_new):
-        u = None if params.greedy else uniforms(keys[rows], step)
-        ids = sample(batch.logits, params, u)
-        yield rows, ids
-        last = step == max_new - 1
-        done = None
-        if stops:
-            history = np.roll(history, -1, axis=1)
-            history[:, -1] = ids
-            done = np.zeros(len(rows), dtype=bool)
-            for stop in stops:
-                done |= (history[:, -len(stop):] == stop).all(axis=1)
-        if not feed_last:
-            if last:
-                return
-            if done is not None and done.any():
-                keep = np.flatnonzero(~done)
-                if not len(keep):
-                    return
-                rows, ids, history = rows[keep], ids[keep], history[keep]
-                batch.state = batch.state.select(keep)
-        logits, batch.state = runner.step(ids[:, None], batch.state)
-        batch.logits = logits[:, -1]
-        if last:
-            return
-        if feed_last and done is not None and done.any():
-            keep = np.flatnonzero(~done)
-            if not len(keep):
-                return
-            rows, history = rows[keep], history[keep]
-            batch.state, batch.logits = batch.state.select(keep), batch.logits[keep]

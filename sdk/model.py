@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, overload
 
 import numpy as np
 
-from .arguments import describe, integer, string
+from .arguments import describe, integer, real, string
+from .beam import beam_search
+from .decoding import Generator, LogitsProcessor, RowSettings
 from .errors import ArtifactError, InvalidArgumentError
-from .generation import PADDING_ID, Batch, collect, decode, prefill
+from .generation import PADDING_ID, Batch, prefill
 from .manifest import Manifest, read_manifest, read_model_bytes
 from .onnx_scan import check_self_contained
-from .runtime import MODEL_ERRORS, BoundRunner, HostRunner, create_session, first_line, make_runner
+from .runtime import MODEL_ERRORS, Runner, create_session, first_line, make_runner
 from .sampling import SamplingParams, row_keys
 from .vocab import OnUnknown, Vocabulary
 
@@ -28,6 +31,7 @@ SCORE_CHUNK = 4096
 # "until the stop string", pass a large limit such as 10**8: only what is produced is kept.
 MAX_NEW_CHARS = 10**9
 SEED_LIMIT = 2**64  # seeds are 64-bit: 0 <= seed < 2**64
+MAX_BEAMS = 256
 
 
 @dataclass(frozen=True)
@@ -103,25 +107,25 @@ class Model:
         check_self_contained(data)
         if variant == "int8" and device == "auto":
             device = "cpu"  # DynamicQuantizeLSTM is a CPU kernel
-        self.ort_session, self.device = create_session(data, device, threads)
+        self._ort_session, self.device = create_session(data, device, threads)
         self.variant = variant
         self.vocab = Vocabulary(self.manifest.vocabulary)
         self._check_graph()
-        self.runner: HostRunner | BoundRunner = make_runner(self.ort_session, self.device)
+        self._runner: Runner = make_runner(self._ort_session, self.device)
         self.prime_id = self.vocab.index.get("\n", 0)
         self._probe()
 
     def _check_graph(self) -> None:
-        inputs = [i.name for i in self.ort_session.get_inputs()]
-        outputs = [o.name for o in self.ort_session.get_outputs()]
+        inputs = [i.name for i in self._ort_session.get_inputs()]
+        outputs = [o.name for o in self._ort_session.get_outputs()]
         if inputs != ["tokens", "h0", "c0"] or outputs != ["logits", "hn", "cn"]:
             raise ArtifactError(f"model graph has inputs {inputs} and outputs {outputs}; "
                                 "expected tokens, h0, c0 -> logits, hn, cn")
-        vocab_dim = self.ort_session.get_outputs()[0].shape[-1]
+        vocab_dim = self._ort_session.get_outputs()[0].shape[-1]
         if vocab_dim != len(self.vocab):
             raise ArtifactError(f"model graph predicts {vocab_dim} characters but the manifest "
                                 f"vocabulary has {len(self.vocab)}")
-        state_shape = self.ort_session.get_inputs()[1].shape
+        state_shape = self._ort_session.get_inputs()[1].shape
         expected = [self.manifest.num_layers, self.manifest.hidden_size]
         if [state_shape[0], state_shape[2]] != expected:
             raise ArtifactError(f"model graph state shape {state_shape} disagrees with the "
@@ -135,7 +139,7 @@ class Model:
                                  len(self.vocab))
         tokens = np.array([[self.prime_id] * 2, [self.prime_id, PADDING_ID]], dtype=np.int64)
         try:
-            logits, state = self.runner.step(tokens, self.runner.state(*self.zero_state(2)))
+            logits, state = self._runner.step(tokens, self._runner.state(*self.zero_state(2)))
             h, c = state.to_numpy()
         except MODEL_ERRORS as err:
             raise ArtifactError(f"model graph fails on a first character: "
@@ -155,6 +159,24 @@ class Model:
 
     # ------------------------------------------------------------------ building blocks
 
+    def forward(self, tokens: np.ndarray, h: np.ndarray, c: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One raw call of the graph, numpy in and out: ids [batch, time] (-1 pads the end of
+        a row) and the state [layers, batch, hidden] -> logits [batch, time, vocab], h, c.
+        For parity checks and experiments; generation keeps the state on the device."""
+        logits, state = self._runner.step(np.asarray(tokens, dtype=np.int64),
+                                          self._runner.state(h, c))
+        h_out, c_out = state.to_numpy()
+        return logits, h_out, c_out
+
+    def with_runner(self, wrap: Callable[[Runner], Runner]) -> Model:
+        """A view of this model whose graph calls go through `wrap(runner)`: the seam for
+        counting, timing or injecting failures (tests, profilers). The original is unchanged.
+        A runner has `state(h, c) -> State` and `step(tokens, state) -> (logits, State)`."""
+        view = copy.copy(self)
+        view._runner = wrap(self._runner)
+        return view
+
     def zero_state(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
         shape = (self.manifest.num_layers, rows, self.manifest.hidden_size)
         return np.zeros(shape, np.float32), np.zeros(shape, np.float32)
@@ -169,7 +191,7 @@ class Model:
         primed with a newline, the way a speech starts in the training text."""
         ids = [self.encode(p, on_unknown, replacement) for p in prompts]
         ids = [i if len(i) else np.array([self.prime_id], np.int64) for i in ids]
-        return prefill(self.runner, ids, self.runner.state(*self.zero_state(len(ids))))
+        return prefill(self._runner, ids, self._runner.state(*self.zero_state(len(ids))))
 
     def _stops(self, stop: str | Sequence[str] | None) -> list[np.ndarray]:
         if stop is None:
@@ -191,79 +213,150 @@ class Model:
 
     # ------------------------------------------------------------------ public API
 
-    def _events(self, prompt: str | Sequence[str], max_new_chars: int, temperature: float,
-                top_k: int | None, top_p: float | None, stop: str | Sequence[str] | None,
-                seed: int | Sequence[int] | None, on_unknown: OnUnknown,
-                replacement: str | None) -> tuple[Iterator[tuple[np.ndarray, np.ndarray]],
-                                                  int, bool]:
-        prompts, single = check_prompts(prompt)
-        max_new_chars = check_max_new(max_new_chars)
+    def _settings(self, rows: int, max_new_chars: object, temperature: object, top_k: object,
+                  top_p: object, stop: str | Sequence[str] | None,
+                  seed: int | Sequence[int] | None) -> list[RowSettings]:
+        """Every option checked once, before any work: one RowSettings per row."""
+        max_new = check_max_new(max_new_chars)
         params = SamplingParams.checked(temperature, top_k, top_p, len(self.vocab))
-        keys = row_keys(check_seeds(seed, len(prompts)))
-        stops = self._stops(stop)
-        if max_new_chars == 0:
-            return iter(()), len(prompts), single
+        keys = row_keys(check_seeds(seed, rows))
+        stops = tuple(self._stops(stop))
+        return [RowSettings(params, key, max_new, stops) for key in keys]
+
+    def generator(self, prompt: str | Sequence[str], *, max_new_chars: int = 200,
+                  temperature: float = 1.0, top_k: int | None = None,
+                  top_p: float | None = None, stop: str | Sequence[str] | None = None,
+                  seed: int | Sequence[int] | None = None,
+                  logits_processors: Sequence[LogitsProcessor] = (),
+                  on_unknown: OnUnknown = "error", replacement: str | None = None
+                  ) -> Generator:
+        """A step loop over a batch of prompts (see `Generator`); the prompts are read now.
+
+        `logits_processors` are `(step, ids, logits) -> logits` callables applied before each
+        sample (e.g. `bard_sdk.RepetitionPenalty`, `bard_sdk.BanCharacters`).
+        """
+        prompts, _ = check_prompts(prompt)
+        settings = self._settings(len(prompts), max_new_chars, temperature, top_k, top_p,
+                                  stop, seed)
+        processors = check_processors(logits_processors)
         batch = self._prefill_prompts(prompts, on_unknown, replacement)
-        return decode(self.runner, batch, max_new_chars, params, keys, stops), len(prompts), single
+        return Generator(self.vocab.chars, batch, self._runner, settings, processors,
+                         encode=self.encode)
 
     @overload
-    def generate(self, prompt: str, max_new_chars: int = ..., temperature: float = ...,
+    def generate(self, prompt: str, max_new_chars: int = ..., *, temperature: float = ...,
                  top_k: int | None = ..., top_p: float | None = ...,
                  stop: str | Sequence[str] | None = ..., seed: int | Sequence[int] | None = ...,
-                 on_unknown: OnUnknown = ..., replacement: str | None = ...) -> str: ...
+                 logits_processors: Sequence[LogitsProcessor] = ..., num_beams: int = ...,
+                 length_penalty: float = ..., on_unknown: OnUnknown = ...,
+                 replacement: str | None = ...) -> str: ...
 
     @overload
-    def generate(self, prompt: Sequence[str], max_new_chars: int = ..., temperature: float = ...,
-                 top_k: int | None = ..., top_p: float | None = ...,
+    def generate(self, prompt: Sequence[str], max_new_chars: int = ..., *,
+                 temperature: float = ..., top_k: int | None = ..., top_p: float | None = ...,
                  stop: str | Sequence[str] | None = ..., seed: int | Sequence[int] | None = ...,
-                 on_unknown: OnUnknown = ..., replacement: str | None = ...) -> list[str]: ...
+                 logits_processors: Sequence[LogitsProcessor] = ..., num_beams: int = ...,
+                 length_penalty: float = ..., on_unknown: OnUnknown = ...,
+                 replacement: str | None = ...) -> list[str]: ...
 
-    def generate(self, prompt: str | Sequence[str], max_new_chars: int = 200,
+    def generate(self, prompt: str | Sequence[str], max_new_chars: int = 200, *,
                  temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                  stop: str | Sequence[str] | None = None, seed: int | Sequence[int] | None = None,
-                 on_unknown: OnUnknown = "error", replacement: str | None = None
-                 ) -> str | list[str]:
+                 logits_processors: Sequence[LogitsProcessor] = (), num_beams: int = 1,
+                 length_penalty: float = 1.0, on_unknown: OnUnknown = "error",
+                 replacement: str | None = None) -> str | list[str]:
         """Continue a prompt (str -> str) or a batch of prompts (list -> list).
 
         temperature=0 is greedy. A row ends after `max_new_chars` characters or right after
         one of the `stop` strings (which is included). With a list of prompts, `seed` may be
         a list (one per row); row i then equals generating prompt i alone with seed[i].
+        `num_beams` > 1 searches for the most likely continuation instead of sampling (beam
+        search; a finished beam is ranked by log-likelihood / length ** length_penalty).
         """
-        events, rows, single = self._events(prompt, max_new_chars, temperature, top_k, top_p,
-                                            stop, seed, on_unknown, replacement)
-        texts = [self.vocab.decode(ids) for ids in collect(events, rows, max_new_chars)]
+        prompts, single = check_prompts(prompt)
+        beams = integer(num_beams, "num_beams", minimum=1, maximum=MAX_BEAMS)
+        if beams > 1:
+            texts = self._beam_search(prompts, max_new_chars, beams, length_penalty, stop,
+                                      temperature, top_k, top_p, seed, logits_processors,
+                                      on_unknown, replacement)
+        else:
+            gen = self.generator(prompts, max_new_chars=max_new_chars,
+                                 temperature=temperature, top_k=top_k, top_p=top_p, stop=stop,
+                                 seed=seed, logits_processors=logits_processors,
+                                 on_unknown=on_unknown, replacement=replacement)
+            while not gen.done:
+                gen.step()
+            texts = gen.texts
         return texts[0] if single else texts
 
-    def stream(self, prompt: str | Sequence[str], max_new_chars: int = 200,
+    def _beam_search(self, prompts: list[str], max_new_chars: object, beams: int,
+                     length_penalty: object, stop: str | Sequence[str] | None,
+                     temperature: object, top_k: object, top_p: object, seed: object,
+                     processors: object, on_unknown: OnUnknown,
+                     replacement: str | None) -> list[str]:
+        sampling = {"temperature": temperature != 1.0, "top_k": top_k is not None,
+                    "top_p": top_p is not None, "seed": seed is not None,
+                    "logits_processors": bool(processors)}
+        given = [name for name, used in sampling.items() if used]
+        if given:
+            raise InvalidArgumentError(f"{', '.join(given)} do(es) not apply to beam search "
+                                       "(num_beams > 1), which does not sample")
+        max_new = check_max_new(max_new_chars)
+        penalty = real(length_penalty, "length_penalty", minimum=-10.0, maximum=10.0)
+        stops = self._stops(stop)
+        if max_new == 0:
+            return [""] * len(prompts)
+        batch = self._prefill_prompts(prompts, on_unknown, replacement)
+        found = beam_search(self._runner, batch, max_new, beams, penalty, stops)
+        return [self.vocab.decode(list(ids)) for ids, _ in found]
+
+    @overload
+    def stream(self, prompt: str, max_new_chars: int = ..., *, temperature: float = ...,
+               top_k: int | None = ..., top_p: float | None = ...,
+               stop: str | Sequence[str] | None = ..., seed: int | Sequence[int] | None = ...,
+               logits_processors: Sequence[LogitsProcessor] = ...,
+               on_unknown: OnUnknown = ..., replacement: str | None = ...) -> Iterator[str]: ...
+
+    @overload
+    def stream(self, prompt: Sequence[str], max_new_chars: int = ..., *,
+               temperature: float = ..., top_k: int | None = ..., top_p: float | None = ...,
+               stop: str | Sequence[str] | None = ..., seed: int | Sequence[int] | None = ...,
+               logits_processors: Sequence[LogitsProcessor] = ...,
+               on_unknown: OnUnknown = ..., replacement: str | None = ...
+               ) -> Iterator[tuple[int, str]]: ...
+
+    def stream(self, prompt: str | Sequence[str], max_new_chars: int = 200, *,
                temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                stop: str | Sequence[str] | None = None, seed: int | Sequence[int] | None = None,
+               logits_processors: Sequence[LogitsProcessor] = (),
                on_unknown: OnUnknown = "error", replacement: str | None = None
                ) -> Iterator[str] | Iterator[tuple[int, str]]:
         """Like generate, but yields text as it is made: characters for one prompt,
         (row, character) pairs for a list of prompts. Arguments are checked at the call."""
-        events, _, single = self._events(prompt, max_new_chars, temperature, top_k, top_p,
-                                         stop, seed, on_unknown, replacement)
-        chars = self.vocab.chars
-        if single:
-            return (chars[int(ids[0])] for _, ids in events)
-        return ((int(r), chars[int(i)]) for rows, ids in events for r, i in zip(rows, ids))
+        single = isinstance(prompt, str)
+        gen = self.generator(prompt, max_new_chars=max_new_chars, temperature=temperature,
+                             top_k=top_k, top_p=top_p, stop=stop, seed=seed,
+                             logits_processors=logits_processors, on_unknown=on_unknown,
+                             replacement=replacement)
+        return _stream_single(gen, self.vocab.chars) if single else _stream_rows(
+            gen, self.vocab.chars)
 
-    def score(self, text: str, on_unknown: OnUnknown = "error",
+    def score(self, text: str, *, on_unknown: OnUnknown = "error",
               replacement: str | None = None) -> Score:
         """Total log-likelihood of `text` from the zero state, in one stream (state carried)."""
         ids = self.encode(string(text, "text"), on_unknown, replacement)
-        state = self.runner.state(*self.zero_state(1))
+        state = self._runner.state(*self.zero_state(1))
         total = 0.0
         for start in range(0, len(ids) - 1, SCORE_CHUNK):
             chunk = ids[start : start + SCORE_CHUNK + 1]
-            logits, state = self.runner.step(chunk[None, :-1], state)
+            logits, state = self._runner.step(chunk[None, :-1], state)
             z = logits[0].astype(np.float64)
             z -= z.max(axis=1, keepdims=True)
             log_probs = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
             total -= float(log_probs[np.arange(len(chunk) - 1), chunk[1:]].sum())
         return Score(total, max(len(ids) - 1, 0))
 
-    def session(self, prompt: str = "", on_unknown: OnUnknown = "error",
+    def session(self, prompt: str = "", *, on_unknown: OnUnknown = "error",
                 replacement: str | None = None) -> Session:
         """A stateful continuation: feed text, generate, fork, export and restore the state."""
         from .session import Session
@@ -273,3 +366,22 @@ class Model:
         if prompt:
             session.feed(prompt, on_unknown=on_unknown, replacement=replacement)
         return session
+
+
+def _stream_single(gen: Generator, chars: Sequence[str]) -> Iterator[str]:
+    while not gen.done:
+        _, ids = gen.step()
+        yield chars[int(ids[0])]
+
+
+def _stream_rows(gen: Generator, chars: Sequence[str]) -> Iterator[tuple[int, str]]:
+    while not gen.done:
+        rows, ids = gen.step()
+        yield from ((int(r), chars[int(i)]) for r, i in zip(rows, ids))
+
+
+def check_processors(processors: object) -> list[LogitsProcessor]:
+    if not isinstance(processors, (list, tuple)) or not all(callable(p) for p in processors):
+        raise InvalidArgumentError("logits_processors must be a list of callables "
+                                   "(step, ids, logits) -> logits")
+    return list(processors)

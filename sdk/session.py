@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .arguments import describe, integer, string
+from .decoding import Generator, LogitsProcessor
 from .errors import InvalidArgumentError
-from .generation import Batch, collect, decode, prefill
-from .model import check_max_new, check_seed
-from .sampling import SamplingParams, row_keys
+from .generation import Batch, prefill
+from .model import check_processors, check_seed
 from .vocab import OnUnknown
 
 if TYPE_CHECKING:
@@ -32,13 +32,13 @@ class Session:
         self.logits = logits  # None until something has been fed
         self.length = length  # characters fed so far
 
-    def feed(self, text: str, on_unknown: OnUnknown = "error",
+    def feed(self, text: str, *, on_unknown: OnUnknown = "error",
              replacement: str | None = None) -> None:
         """Advance the state over `text` (prefill: chunked, state carried)."""
         ids = self.model.encode(string(text, "text"), on_unknown, replacement)
         if not len(ids):
             return
-        runner = self.model.runner
+        runner = self.model._runner
         batch = prefill(runner, [ids], runner.state(self.h, self.c))
         self._keep(batch, len(ids))
 
@@ -47,26 +47,30 @@ class Session:
         self.logits = np.array(batch.logits, copy=True)
         self.length += added
 
-    def generate(self, max_new_chars: int = 200, temperature: float = 1.0,
+    def generate(self, max_new_chars: int = 200, *, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None,
-                 stop: str | Sequence[str] | None = None, seed: int | None = None) -> str:
+                 stop: str | Sequence[str] | None = None, seed: int | None = None,
+                 logits_processors: Sequence[LogitsProcessor] = ()) -> str:
         """Continue the text; what is generated becomes part of the session's state."""
-        max_new_chars = check_max_new(max_new_chars)
-        params = SamplingParams.checked(temperature, top_k, top_p, len(self.model.vocab))
-        keys = row_keys([check_seed(seed)])
-        stops = self.model._stops(stop)
-        if max_new_chars == 0:
+        model = self.model
+        settings = model._settings(1, max_new_chars, temperature, top_k, top_p, stop,
+                                   check_seed(seed))
+        processors = check_processors(logits_processors)
+        if settings[0].max_new == 0:
             return ""
-        runner = self.model.runner
+        runner = model._runner
         if self.logits is None:  # nothing fed yet: prime with a newline, as Model does
-            batch = prefill(runner, [np.array([self.model.prime_id])],
-                            runner.state(self.h, self.c))
+            batch = prefill(runner, [np.array([model.prime_id])], runner.state(self.h, self.c))
         else:
             batch = Batch(runner.state(self.h, self.c), self.logits)
-        events = decode(runner, batch, max_new_chars, params, keys, stops, feed_last=True)
-        out = collect(events, 1, max_new_chars)[0]
-        self._keep(batch, len(out))
-        return self.model.vocab.decode(out)
+        gen = Generator(model.vocab.chars, batch, runner, settings, processors,
+                        keep_state=True)
+        while not gen.done:
+            gen.step()
+        out = gen.ids(0)
+        self.h, self.c, self.logits = gen.final_state(0)
+        self.length += len(out)
+        return model.vocab.decode(out)
 
     def fork(self) -> Session:
         """An independent copy: both continue from here without affecting each other."""

@@ -6,7 +6,9 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,6 +27,14 @@ def bard_cli(*args: str, check: bool = False, timeout: float = 300,
         raise AssertionError(f"bard {' '.join(args)} failed ({result.returncode}):\n"
                              f"{result.stdout}\n{result.stderr}")
     return result
+
+
+def wrapped(model: Any, factory: Callable[[Any], Any]) -> tuple[Any, Any]:
+    """`model.with_runner(factory)` and the wrapper it made: the documented seam for counting
+    or failing graph calls without touching the model's internals."""
+    made: list[Any] = []
+    view = model.with_runner(lambda inner: made.append(factory(inner)) or made[-1])
+    return view, made[0]
 
 
 @pytest.fixture(scope="session")

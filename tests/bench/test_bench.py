@@ -25,7 +25,7 @@ def test_torch_engine_runs_the_onnx_weights(tiny_artifact: Path) -> None:
     tokens = np.random.default_rng(0).integers(0, 65, (3, 40))
     with torch.inference_mode():
         expected, _ = model(torch.from_numpy(tokens))
-    logits, _ = sdk.runner.step(tokens, sdk.runner.state(*sdk.zero_state(3)))
+    logits, _, _ = sdk.forward(tokens, *sdk.zero_state(3))
     assert np.abs(expected.numpy() - logits).max() < 1e-4
 
 

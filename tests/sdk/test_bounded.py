@@ -11,8 +11,9 @@ import bard_sdk
 import numpy as np
 import pytest
 from bard_sdk.generation import PREFILL_CHUNK, prefill
-from bard_sdk.runtime import BoundRunner, HostRunner
+from bard_sdk.runtime import BoundRunner
 
+from tests.conftest import wrapped
 from tests.sdk.test_generation import CountingRunner
 
 TEXT = "ROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east.\n"
@@ -29,8 +30,8 @@ def ids_of(model: bard_sdk.Model, lengths: list[int]) -> list[np.ndarray]:
 
 @pytest.mark.parametrize("runner_kind", ["host", "bound"])
 def test_chunked_prefill_equals_one_call(model: bard_sdk.Model, runner_kind: str) -> None:
-    runner = HostRunner(model.ort_session) if runner_kind == "host" else BoundRunner(
-        model.ort_session, "cpu")
+    _, host = wrapped(model, lambda inner: inner)
+    runner = host if runner_kind == "host" else BoundRunner(host.session, "cpu")
     prompts = ids_of(model, [1, 7, 30, 3, 9, 8])  # short rows, and long ones ending apart
     zero = model.zero_state(len(prompts))
     whole = prefill(runner, prompts, runner.state(*zero), chunk=10**9)
@@ -42,13 +43,9 @@ def test_chunked_prefill_equals_one_call(model: bard_sdk.Model, runner_kind: str
 
 def test_long_prompt_beside_short_ones_costs_what_it_costs_alone(
         model: bard_sdk.Model) -> None:
-    counting = CountingRunner(model.runner)
-    model.runner = counting  # type: ignore[assignment]
-    try:
-        prompts = [(TEXT * 20)[:600], "ROMEO:", "JULIET:"]
-        batched = model.generate(prompts, 20, temperature=0.9, seed=[1, 2, 3])
-    finally:
-        model.runner = counting.inner
+    counted, counting = wrapped(model, CountingRunner)
+    prompts = [(TEXT * 20)[:600], "ROMEO:", "JULIET:"]
+    batched = counted.generate(prompts, 20, temperature=0.9, seed=[1, 2, 3])
     prefill_calls = counting.calls[:4]
     assert prefill_calls == [(2, len("JULIET:")), (1, PREFILL_CHUNK), (1, PREFILL_CHUNK),
                              (1, 600 - 2 * PREFILL_CHUNK)], "no row waits for or pads to another"

@@ -190,15 +190,10 @@ def test_runtime_failure_fails_its_rows_and_the_engine_keeps_serving(
                 raise RuntimeError("simulated onnxruntime failure")
             return self.inner.step(tokens, state)  # type: ignore[attr-defined]
 
-    original = model.runner
-    model.runner = Failing(original)  # type: ignore[assignment]
-    try:
-        with bard_sdk.Engine(model) as engine:
-            with pytest.raises(bard_sdk.BardError, match="simulated onnxruntime failure"):
-                engine.generate("ROMEO:", 20, seed=1)
-            assert engine.generate("ROMEO:", 20, seed=1) == model.generate("ROMEO:", 20, seed=1)
-    finally:
-        model.runner = original
+    with bard_sdk.Engine(model.with_runner(Failing)) as engine:
+        with pytest.raises(bard_sdk.BardError, match="simulated onnxruntime failure"):
+            engine.generate("ROMEO:", 20, seed=1)
+        assert engine.generate("ROMEO:", 20, seed=1) == model.generate("ROMEO:", 20, seed=1)
 
 
 def test_interpreter_exits_with_an_engine_still_running(tiny_artifact: Path) -> None:

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from bard_sdk.runtime import BoundRunner, HostRunner
 
+from tests.conftest import wrapped
+
 PROMPTS = ["ROMEO:", "", "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\n"
            "Speak, speak.\n\nFirst Citizen:\nYou are all resolved rather to die than to famish?",
            "K"]
@@ -70,12 +72,8 @@ def test_batch_rows_equal_rows_alone_with_top_p_and_stops(model: bard_sdk.Model)
 
 
 def test_prefill_is_one_call_and_finished_rows_leave_the_batch(model: bard_sdk.Model) -> None:
-    counting = CountingRunner(model.runner)
-    model.runner = counting  # type: ignore[assignment]
-    try:
-        texts = model.generate(PROMPTS, 30, temperature=1.0, seed=[1, 2, 3, 4], stop="e")
-    finally:
-        model.runner = counting.inner
+    counted, counting = wrapped(model, CountingRunner)
+    texts = counted.generate(PROMPTS, 30, temperature=1.0, seed=[1, 2, 3, 4], stop="e")
     longest = max(len(p) for p in PROMPTS)
     assert counting.calls[0] == (4, longest), "all prompts prefilled in one call"
     assert all(shape[1] == 1 for shape in counting.calls[1:]), "then one character per call"
@@ -141,7 +139,7 @@ def test_score_is_per_character_log_likelihood(model: bard_sdk.Model) -> None:
     assert score.characters == len(text) - 1
     assert score.bits_per_char == pytest.approx(score.nats_per_char / np.log(2))
     ids = model.encode(text)
-    logits, _ = model.runner.step(ids[None, :-1], model.runner.state(*model.zero_state(1)))
+    logits, _, _ = model.forward(ids[None, :-1], *model.zero_state(1))
     z = logits[0].astype(np.float64)
     log_p = z - np.log(np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True)) - z.max(
         1, keepdims=True)
@@ -209,13 +207,10 @@ def test_threads_share_one_model(model: bard_sdk.Model) -> None:
 
 def test_device_state_runner_matches_host_runner(model: bard_sdk.Model) -> None:
     host = model.generate(PROMPTS, 40, seed=[1, 2, 3, 4], temperature=0.8, stop="a")
-    model.runner = BoundRunner(model.ort_session, "cpu")  # the CUDA path's IOBinding, on the CPU
-    try:
-        bound = model.generate(PROMPTS, 40, seed=[1, 2, 3, 4], temperature=0.8, stop="a")
-        session = model.session("ROMEO:")
-        bound_session = session.generate(20, temperature=0)
-    finally:
-        model.runner = HostRunner(model.ort_session)
+    # the CUDA path's IOBinding, on the CPU
+    bound_model = model.with_runner(lambda host: BoundRunner(host.session, "cpu"))
+    bound = bound_model.generate(PROMPTS, 40, seed=[1, 2, 3, 4], temperature=0.8, stop="a")
+    bound_session = bound_model.session("ROMEO:").generate(20, temperature=0)
     assert bound == host
     assert bound_session == model.generate("ROMEO:", 20, temperature=0)
 
