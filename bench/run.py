@@ -194,12 +194,25 @@ def training_fields(manifest: bard_sdk.Manifest,
     return model_fields, train_fields
 
 
+def cpu_runs_bf16_lstm() -> bool:
+    """oneDNN's bf16 LSTM needs bf16 instructions (AVX512-BF16 or AMX); older CPUs refuse it."""
+    lstm = torch.nn.LSTM(8, 8, batch_first=True)
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            lstm(torch.zeros(1, 2, 8))
+    except RuntimeError:
+        return False
+    return True
+
+
 def bench_bard_train(report: Report, manifest: bard_sdk.Manifest, config: BenchConfig,
-                     quick: bool, device: str, label: str) -> None:
+                     quick: bool, device: str, label: str, precision: str | None = None) -> None:
     """chars/s of `bard train` itself on `device`, from its own metrics."""
     from bard.training.train import RunRequest, train
 
     model_fields, train_fields = training_fields(manifest, quick)
+    if precision is not None:
+        train_fields["precision"] = precision
     steps = config.train_steps
     with tempfile.TemporaryDirectory() as tmp:
         train(RunRequest(out=Path(tmp) / "run", preset="tiny", show_progress=False,
@@ -308,7 +321,11 @@ def run_cuda_bench(path: Path, config: BenchConfig, quick: bool) -> Report:
                                                               "torch cuda"))
     bench_state_round_trip(report, cuda, config)
     bench_bard_train(report, cuda.manifest, config, quick, "cuda", "bard train cuda")
-    bench_bard_train(report, cuda.manifest, config, quick, "cpu", "bard train")
+    precision = training_fields(cuda.manifest, quick)[1].get("precision", "auto")
+    if precision == "bf16" and not cpu_runs_bf16_lstm():
+        precision = "fp32"
+    report.machine["cpu_train_precision"] = precision
+    bench_bard_train(report, cuda.manifest, config, quick, "cpu", "bard train", precision)
     for batch in config.batches:
         sdk = report.get("sdk cuda", "chars_per_s", batch)
         for other in ("sdk cpu", "sdk cuda, state via host", "torch cuda"):
@@ -320,16 +337,17 @@ def run_cuda_bench(path: Path, config: BenchConfig, quick: bool) -> Report:
     return report
 
 
-def bench_state_round_trip(report: Report, model: bard_sdk.Model, config: BenchConfig) -> None:
+def bench_state_round_trip(report: Report, model: bard_sdk.Model,
+                           config: BenchConfig) -> None:
     """Device -> host -> device for the whole state (what finishing rows costs, and what
     every step would cost without IOBinding)."""
     for batch in config.batches:
         state = model.runner.state(*model.zero_state(batch))
         rows = np.arange(batch)
         times = timed(lambda s=state, r=rows: s.select(r), config.repeats)
-        report.measurements.append(Measurement("sdk cuda", "state_round_trip_ms", batch,
-                                               statistics.median(times) * 1e3,
-                                               min(times) * 1e3, max(times) * 1e3, "ms"))
+        report.measurements.append(Measurement("sdk cuda", "state_round_trip_us", batch,
+                                               statistics.median(times) * 1e6,
+                                               min(times) * 1e6, max(times) * 1e6, "µs"))
 
 
 def compute_ratios(report: Report, config: BenchConfig) -> None:
