@@ -141,8 +141,9 @@ def check_cuda() -> CudaCheck:
     the driver, the CUDA and cuDNN libraries, a visible GPU."""
     if CUDA not in ort.get_available_providers():
         return CudaCheck(no_provider_problem(), gpu_here=False)
-    if sys.platform != "linux":
-        return CudaCheck(None, gpu_here=True)  # onnxruntime's own attempt decides
+    if sys.platform != "linux":  # no sonames to check: onnxruntime's own attempt decides
+        preload_cuda_libraries()
+        return CudaCheck(None, gpu_here=True)
     driver = loader_error(DRIVER)
     if driver is not None:
         return CudaCheck(f"no NVIDIA driver ({driver}); fix: install the NVIDIA driver "
