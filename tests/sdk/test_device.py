@@ -130,6 +130,30 @@ def test_preload_runs_once_before_the_cuda_session(
         bard_sdk.load(tiny_artifact, device="cuda")
 
 
+@linux_only
+def test_a_cuda_session_that_raises_falls_back(
+        tiny_artifact: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    pretend(monkeypatch, {})
+    monkeypatch.setattr(cuda, "cuda_runtime_problem", lambda major: None)
+    real = ort.InferenceSession
+
+    def session(model: bytes, options: ort.SessionOptions, providers: list[str]
+                ) -> ort.InferenceSession:
+        if cuda.CUDA in providers:
+            raise RuntimeError("CUDA failure 999: unknown error\nmore lines")
+        return real(model, options, providers=providers)
+
+    monkeypatch.setattr(ort, "InferenceSession", session)
+    with caplog.at_level(logging.INFO, logger="bard_sdk"):
+        assert bard_sdk.load(tiny_artifact).device == "cpu"
+    assert bard_warnings(caplog) == [
+        "bard_sdk: CUDA not used, running on the CPU: the CUDA execution provider failed to "
+        "start (CUDA failure 999: unknown error)" + runtime.HINT]
+    with pytest.raises(bard_sdk.DeviceError, match=r"failed to start \(CUDA failure 999"):
+        bard_sdk.load(tiny_artifact, device="cuda")
+
+
 def test_preload_is_optional(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delattr(ort, "preload_dlls", raising=False)
     cuda.preload_cuda_libraries()  # an onnxruntime older than 1.21: nothing to call
