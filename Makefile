@@ -4,12 +4,21 @@ PY := $(VENV)/bin/python
 BARD := $(VENV)/bin/bard
 # torch first: its CPU wheel lies on this machine's disk; a plain `torch` pulls a CUDA build.
 TORCH ?= torch==2.13.0
+# `make gpu-check`: its own venv, torch's CUDA build (PyPI's default torch 2.13 is built for
+# CUDA 13, as onnxruntime-gpu 1.31 is), bard with the gpu extra; results land in GPU_OUT.
+GPU_VENV ?= .venv-gpu
+GPU_PY := $(GPU_VENV)/bin/python
+TORCH_GPU ?= torch==2.13.0
+GPU_OUT ?= gpu-check-results
 
-.PHONY: install browser demo test lint bench clean
+.PHONY: install browser demo test lint bench clean gpu-check
 
+# onnxruntime and onnxruntime-gpu are one module under two names (README "Install"): drop
+# whichever an older install left, so the install below brings exactly the one bard asks for.
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip uninstall --quiet --quiet --yes onnxruntime onnxruntime-gpu
 	$(PY) -m pip install --quiet $(TORCH)
 	$(PY) -m pip install --quiet -e '.[train,serve,dev]'
 	touch $@
@@ -38,6 +47,22 @@ test: install browser
 
 bench: install
 	$(BARD) bench
+
+$(GPU_VENV)/.installed: pyproject.toml
+	python3 -m venv $(GPU_VENV)
+	$(GPU_PY) -m pip install --quiet --upgrade pip
+	$(GPU_PY) -m pip uninstall --quiet --quiet --yes onnxruntime onnxruntime-gpu
+	$(GPU_PY) -m pip install --quiet $(TORCH_GPU) -e '.[train,dev,gpu]'
+	touch $@
+
+# On a machine with an NVIDIA GPU (driver only: CUDA and cuDNN come from pip): the tests
+# marked `cuda` (BARD_REQUIRE_CUDA turns their skip into a failure), then the CUDA numbers
+# for BENCHMARKS.md into $(GPU_OUT)/bench.json.
+gpu-check: $(GPU_VENV)/.installed
+	$(GPU_PY) -c "import sys, torch; torch.version.cuda or sys.exit('bard: error: torch ' \
+	    + torch.__version__ + ' is a CPU build; set TORCH_GPU to a CUDA build of torch')"
+	BARD_REQUIRE_CUDA=1 $(GPU_VENV)/bin/pytest -q -m cuda tests/cuda
+	$(GPU_VENV)/bin/bard bench --device cuda --out $(GPU_OUT)
 
 clean:
 	rm -rf runs build dist *.egg-info .pytest_cache .ruff_cache

@@ -347,11 +347,15 @@ def bench(
     threads: Annotated[int | None, Opt(help="Threads for every engine.")] = None,
     serving: Annotated[bool, Opt(help="Only the serving section: concurrent callers on "
                                       "Model, Engine and bard serve (serving.json).")] = False,
+    device: Annotated[str, Opt(help="cpu | cuda (the SDK on CUDA against the CPU provider, "
+                                    "and CUDA training).")] = "cpu",
 ) -> None:
     """Measure generation and training speed of every engine side by side (BENCHMARKS.md)."""
     import bard_sdk
 
     if serving:
+        if device != "cpu":
+            fail("--device applies to the engine bench; --serving runs on the CPU")
         from bard.bench.serving import run_serving_bench
 
         with user_errors(bard_sdk.BardError):
@@ -361,7 +365,7 @@ def bench(
     from bard.bench.run import run_bench
 
     with user_errors(bard_sdk.BardError):
-        run_bench(model, quick, out, threads)
+        run_bench(model, quick, out, threads, device)
 
 
 # ---------------------------------------------------------------------------- serve

@@ -86,16 +86,19 @@ def bare_ort_engine(path: Path, threads: int | None) -> Engine:
 
 
 def torch_engine(model: CharLSTM) -> Engine:
-    """PyTorch eager, stateful, inference mode."""
+    """PyTorch eager, stateful, inference mode, on the model's device (ids come back to the
+    host at the end, which also waits for a GPU to finish)."""
+    device = next(model.parameters()).device
+
     def run(prompts: np.ndarray, new: int) -> np.ndarray:
-        out = torch.empty((prompts.shape[0], new), dtype=torch.long)
+        out = torch.empty((prompts.shape[0], new), dtype=torch.long, device=device)
         with torch.inference_mode():
-            logits, state = model(torch.from_numpy(prompts))
+            logits, state = model(torch.from_numpy(prompts).to(device))
             for t in range(new):
                 out[:, t] = logits[:, -1].argmax(dim=1)
                 if t + 1 < new:
                     logits, state = model(out[:, t : t + 1], state)
-        return out.numpy()
+        return out.cpu().numpy()
     return run
 
 

@@ -23,6 +23,8 @@ from typing import Any
 import bard_sdk
 import numpy as np
 import torch
+from bard_sdk.cuda import onnxruntime_packages
+from bard_sdk.runtime import HostRunner
 
 from .engines import (
     Engine,
@@ -46,6 +48,9 @@ class BenchConfig:
     @classmethod
     def quick(cls) -> BenchConfig:
         return cls(batches=(1, 8), new_chars=20, repeats=2, prefill_chars=200, train_steps=6)
+
+
+CUDA_BATCHES = (1, 64, 256, 1024)
 
 
 @dataclass
@@ -75,7 +80,7 @@ class Report:
         return float("nan")
 
 
-def machine_info(threads: int | None) -> dict[str, Any]:
+def machine_info(threads: int | None, device: str = "cpu") -> dict[str, Any]:
     cpu = platform.processor()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -86,10 +91,14 @@ def machine_info(threads: int | None) -> dict[str, Any]:
         pass
     import onnxruntime
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads or os.cpu_count(),
+    info = {"cpu": cpu, "cores": os.cpu_count(), "threads": threads or os.cpu_count(),
             "python": platform.python_version(), "torch": torch.__version__,
             "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
             "bard": metadata.version("bard"), "platform": platform.platform()}
+    if device == "cuda":
+        info.update(gpu=torch.cuda.get_device_name(0), torch_cuda=torch.version.cuda,
+                    onnxruntime_packages=", ".join(onnxruntime_packages()))
+    return info
 
 
 def timed(fn: Callable[[], object], repeats: int) -> list[float]:
@@ -124,10 +133,10 @@ def bench_generation(report: Report, engines: dict[str, Engine], vocab: int,
 
 
 def bench_prefill(report: Report, engines: dict[str, Engine], vocab: int,
-                  config: BenchConfig) -> None:
+                  config: BenchConfig, names: tuple[str, ...]) -> None:
     prompt = np.random.default_rng(1).integers(0, vocab, (1, config.prefill_chars),
                                                dtype=np.int64)
-    for name in ("sdk", "onnxruntime", "torch"):
+    for name in names:
         times = timed(lambda e=engines[name]: e(prompt, 1), config.repeats)
         report.measurements.append(Measurement(name, "first_char_ms", 1,
                                                statistics.median(times) * 1e3,
@@ -171,12 +180,10 @@ def import_overhead_s(repeats: int) -> float:
     return statistics.median(runs)
 
 
-def bench_training(report: Report, manifest: bard_sdk.Manifest, config: BenchConfig,
-                   quick: bool) -> None:
-    """`bard train`'s own loop against a bare forward/backward/step on the same model and batch."""
-    from bard.training.config import PRESETS, ModelConfig, TrainConfig
-    from bard.training.model import CharLSTM
-    from bard.training.train import RunRequest, make_optimizer, train
+def training_fields(manifest: bard_sdk.Manifest,
+                    quick: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The benchmarked model's sizes with its preset's batch shape and precision."""
+    from bard.training.config import PRESETS
 
     preset = PRESETS["tiny" if quick else "shakespeare"]
     raw = manifest.raw["model"]
@@ -184,10 +191,32 @@ def bench_training(report: Report, manifest: bard_sdk.Manifest, config: BenchCon
                         num_layers=raw["num_layers"], dropout=preset.model.get("dropout", 0.0))
     train_fields = {k: preset.train[k] for k in ("batch_size", "seq_len", "precision")
                     if k in preset.train}
+    return model_fields, train_fields
+
+
+def cpu_runs_bf16_lstm() -> bool:
+    """oneDNN's bf16 LSTM needs bf16 instructions (AVX512-BF16 or AMX); older CPUs refuse it."""
+    lstm = torch.nn.LSTM(8, 8, batch_first=True)
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            lstm(torch.zeros(1, 2, 8))
+    except RuntimeError:
+        return False
+    return True
+
+
+def bench_bard_train(report: Report, manifest: bard_sdk.Manifest, config: BenchConfig,
+                     quick: bool, device: str, label: str, precision: str | None = None) -> None:
+    """chars/s of `bard train` itself on `device`, from its own metrics."""
+    from bard.training.train import RunRequest, train
+
+    model_fields, train_fields = training_fields(manifest, quick)
+    if precision is not None:
+        train_fields["precision"] = precision
     steps = config.train_steps
     with tempfile.TemporaryDirectory() as tmp:
         train(RunRequest(out=Path(tmp) / "run", preset="tiny", show_progress=False,
-                         device="cpu", threads=config.threads,
+                         device=device, threads=config.threads,
                          overrides={**model_fields, **train_fields, "max_steps": steps,
                                     "eval_interval": steps, "warmup_steps": 1,
                                     "val_streams": 1, "val_fraction": 0.01}))
@@ -195,10 +224,22 @@ def bench_training(report: Report, manifest: bard_sdk.Manifest, config: BenchCon
                    (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
     rates = [r["chars_per_s"] for r in records if r["split"] == "train"]
     window_rates = rates[2:] or rates  # the first 20 steps warm up allocator and caches
-    report.measurements.append(Measurement("bard train", "train_chars_per_s", 0,
+    report.measurements.append(Measurement(label, "train_chars_per_s", 0,
                                            statistics.median(window_rates), min(window_rates),
                                            max(window_rates), "chars/s"))
 
+
+def bench_training(report: Report, manifest: bard_sdk.Manifest, config: BenchConfig,
+                   quick: bool) -> None:
+    """`bard train`'s own loop against a bare forward/backward/step on the same model and batch."""
+    from bard.training.config import ModelConfig, TrainConfig
+    from bard.training.model import CharLSTM
+    from bard.training.train import make_optimizer
+
+    bench_bard_train(report, manifest, config, quick, "cpu", "bard train")
+    raw = manifest.raw["model"]
+    model_fields, train_fields = training_fields(manifest, quick)
+    steps = config.train_steps
     tc = TrainConfig(**train_fields)
     model = CharLSTM(ModelConfig(vocab_size=raw["vocab_size"], **model_fields))
     optimizer = make_optimizer(model, tc)
@@ -221,12 +262,20 @@ def bench_training(report: Report, manifest: bard_sdk.Manifest, config: BenchCon
 
 
 def run_bench(artifact: Path | None, quick: bool, out_dir: Path,
-              threads: int | None = None) -> Report:
+              threads: int | None = None, device: str = "cpu") -> Report:
+    if device not in ("cpu", "cuda"):
+        raise bard_sdk.InvalidArgumentError(f"--device must be cpu or cuda, got {device!r}")
     config = BenchConfig.quick() if quick else BenchConfig()
     config = BenchConfig(**{**asdict(config), "threads": threads})
     if threads:
         torch.set_num_threads(threads)
     path = artifact or bard_sdk.bundled_model_path()
+    if device == "cuda":
+        if not quick:
+            config = BenchConfig(**{**asdict(config), "batches": CUDA_BATCHES})
+        report = run_cuda_bench(path, config, quick)
+        write_outputs(report, out_dir)
+        return report
     sdk = bard_sdk.load(path, device="cpu", threads=threads)
     report = Report(machine_info(threads), asdict(config), str(path))
     torch_model = torch_model_from_onnx(path / sdk.manifest.file("fp32").path, sdk.manifest)
@@ -238,7 +287,7 @@ def run_bench(artifact: Path | None, quick: bool, out_dir: Path,
     engines["tutorial"] = tutorial_engine(torch_model)
     print("generation (greedy, chars/s):", file=sys.stderr)
     bench_generation(report, engines, len(sdk.vocab), config, slow={"tutorial", "torch"})
-    bench_prefill(report, engines, len(sdk.vocab), config)
+    bench_prefill(report, engines, len(sdk.vocab), config, ("sdk", "onnxruntime", "torch"))
     biggest = max(config.batches)
     report.extras["peak_rss_mb_sdk"] = peak_memory_mb("sdk", path, biggest, config.new_chars)
     report.extras["peak_rss_mb_onnxruntime"] = peak_memory_mb("ort", path, biggest,
@@ -248,6 +297,57 @@ def run_bench(artifact: Path | None, quick: bool, out_dir: Path,
     compute_ratios(report, config)
     write_outputs(report, out_dir)
     return report
+
+
+def run_cuda_bench(path: Path, config: BenchConfig, quick: bool) -> Report:
+    """The GPU numbers: the SDK on the CUDA execution provider with the state on the device,
+    against the CPU provider and against CUDA with the state through the host every step;
+    what one state round trip costs; `bard train` on CUDA (bf16) against the CPU."""
+    cuda = bard_sdk.load(path, device="cuda", threads=config.threads)  # the reason, if not
+    if not torch.cuda.is_available():
+        raise bard_sdk.DeviceError(f"--device cuda but torch {torch.__version__} sees no CUDA "
+                                   "device (a CPU build of torch, or no driver)")
+    via_host = bard_sdk.load(path, device="cuda", threads=config.threads)
+    via_host.runner = HostRunner(via_host.ort_session)
+    cpu = bard_sdk.load(path, device="cpu", threads=config.threads)
+    torch_model = torch_model_from_onnx(path / cuda.manifest.file("fp32").path, cuda.manifest)
+    report = Report(machine_info(config.threads, "cuda"), asdict(config), str(path))
+    engines: dict[str, Engine] = {
+        "sdk cuda": sdk_engine(cuda), "sdk cuda, state via host": sdk_engine(via_host),
+        "sdk cpu": sdk_engine(cpu), "torch cuda": torch_engine(torch_model.to("cuda"))}
+    print("generation on CUDA (greedy, chars/s):", file=sys.stderr)
+    bench_generation(report, engines, len(cuda.vocab), config, slow=set())
+    bench_prefill(report, engines, len(cuda.vocab), config, ("sdk cuda", "sdk cpu",
+                                                              "torch cuda"))
+    bench_state_round_trip(report, cuda, config)
+    bench_bard_train(report, cuda.manifest, config, quick, "cuda", "bard train cuda")
+    precision = training_fields(cuda.manifest, quick)[1].get("precision", "auto")
+    if precision == "bf16" and not cpu_runs_bf16_lstm():
+        precision = "fp32"
+    report.machine["cpu_train_precision"] = precision
+    bench_bard_train(report, cuda.manifest, config, quick, "cpu", "bard train", precision)
+    for batch in config.batches:
+        sdk = report.get("sdk cuda", "chars_per_s", batch)
+        for other in ("sdk cpu", "sdk cuda, state via host", "torch cuda"):
+            report.ratios[f"sdk cuda/{other}@{batch}"] = sdk / report.get(other, "chars_per_s",
+                                                                          batch)
+    report.ratios["bard train cuda/cpu"] = (
+        report.get("bard train cuda", "train_chars_per_s", 0)
+        / report.get("bard train", "train_chars_per_s", 0))
+    return report
+
+
+def bench_state_round_trip(report: Report, model: bard_sdk.Model,
+                           config: BenchConfig) -> None:
+    """Device -> host -> device for the whole state (what finishing rows costs, and what
+    every step would cost without IOBinding)."""
+    for batch in config.batches:
+        state = model.runner.state(*model.zero_state(batch))
+        rows = np.arange(batch)
+        times = timed(lambda s=state, r=rows: s.select(r), config.repeats)
+        report.measurements.append(Measurement("sdk cuda", "state_round_trip_us", batch,
+                                               statistics.median(times) * 1e6,
+                                               min(times) * 1e6, max(times) * 1e6, "µs"))
 
 
 def compute_ratios(report: Report, config: BenchConfig) -> None:

@@ -21,11 +21,11 @@ import numpy as np
 import onnxruntime as ort
 
 from .arguments import describe, integer
+from .cuda import CUDA, check_cuda
 from .errors import ArtifactError, DeviceError, InvalidArgumentError
 
 log = logging.getLogger("bard_sdk")
 
-CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 # When a model is loaded from bytes, onnxruntime resolves external data against this folder
 # (onnxruntime_session_options_config_keys.h) instead of the current working directory.
@@ -53,43 +53,91 @@ def session_options(threads: int | None) -> ort.SessionOptions:
 
 def create_session(model: bytes, device: str,
                    threads: int | None) -> tuple[ort.InferenceSession, str]:
-    """An InferenceSession on `device` ('auto', 'cpu' or 'cuda') and the device it got."""
+    """An InferenceSession on `device` ('auto', 'cpu' or 'cuda') and the device it got.
+
+    'cuda' without a usable GPU raises DeviceError naming the missing piece and the fix;
+    'auto' falls back to the CPU, with one warning per process and reason when a GPU is
+    evidently there (an NVIDIA driver) but CUDA cannot use it. A model onnxruntime cannot load
+    is an ArtifactError on every device."""
     if not isinstance(device, str) or device not in ("auto", "cpu", "cuda"):
         raise InvalidArgumentError(f"device must be 'auto', 'cpu' or 'cuda', got "
                                    f"{describe(device)}")
     session_options(threads)  # checks `threads` before any work
-    available = ort.get_available_providers()
-    if device in ("auto", "cuda") and CUDA in available:
-        session = inference_session(model, threads, [CUDA, CPU])
-        if session.get_providers()[0] == CUDA:
+    if device == "cpu":
+        return inference_session(model, threads, [CPU]), "cpu"
+    check = check_cuda()
+    problem = check.problem
+    if problem is None:
+        session, problem = cuda_session(model, threads)
+        if session is not None:
             log.info("bard_sdk: running on CUDA")
             return session, "cuda"
-        if device == "cuda":
-            raise DeviceError("CUDA execution provider is installed but failed to start")
-    elif device == "cuda":
-        raise DeviceError(
-            "device='cuda' but this onnxruntime has no CUDA execution provider "
-            f"(available: {', '.join(available)}); install onnxruntime-gpu")
+    if device == "cuda":
+        if check.problem is None:  # it raised: a broken model fails the CPU too, as itself
+            inference_session(model, threads, [CPU])
+        raise DeviceError(f"device='cuda' but {problem}")
+    session = inference_session(model, threads, [CPU])
+    if check.gpu_here:
+        warn_once(f"bard_sdk: CUDA not used, running on the CPU: {problem}")
     log.info("bard_sdk: running on CPU")
-    return inference_session(model, threads, [CPU]), "cpu"
+    return session, "cpu"
 
 
 def inference_session(model: bytes, threads: int | None,
                       providers: list[str]) -> ort.InferenceSession:
-    """onnxruntime's session over `model`, with external data confined to an empty folder;
-    onnxruntime's refusal of a broken or hostile graph becomes an ArtifactError."""
+    """onnxruntime's session over `model` (see `walled_session`); onnxruntime's refusal of a
+    broken or hostile graph becomes an ArtifactError."""
+    try:
+        return walled_session(model, threads, providers)
+    except MODEL_ERRORS as err:
+        raise ArtifactError(f"onnxruntime cannot load the model: {first_line(err)}") from None
+
+
+def walled_session(model: bytes, threads: int | None,
+                   providers: list[str]) -> ort.InferenceSession:
+    """A session with external data confined to an empty folder."""
     options = session_options(threads)
     with tempfile.TemporaryDirectory(prefix="bard-no-external-data-") as empty:
         options.add_session_config_entry(EXTERNAL_FOLDER_KEY, empty)
-        try:
-            return ort.InferenceSession(model, options, providers=providers)
-        except MODEL_ERRORS as err:
-            raise ArtifactError(f"onnxruntime cannot load the model: {first_line(err)}") from None
+        return ort.InferenceSession(model, options, providers=providers)
+
+
+def cuda_session(model: bytes, threads: int | None
+                 ) -> tuple[ort.InferenceSession | None, str | None]:
+    """A session whose first provider is CUDA, or None and why not. onnxruntime reports a
+    provider that fails to start through its default logger as multi-line errors, even with
+    the session's own log level raised, so that logger is silenced for the attempt and then
+    returned to onnxruntime's default level (warning)."""
+    ort.set_default_logger_severity(4)
+    try:
+        session = walled_session(model, threads, [CUDA, CPU])
+    except Exception as err:  # a device fault and a model fault raise the same types here
+        return None, f"the CUDA execution provider failed to start ({first_line(err)}){HINT}"
+    finally:
+        ort.set_default_logger_severity(2)
+    if session.get_providers()[0] != CUDA:
+        return None, ("the CUDA execution provider failed to start (onnxruntime "
+                      f"{ort.__version__} fell back to the CPU){HINT}")
+    return session, None
+
+
+HINT = ("; see what onnxruntime finds: python -c 'import onnxruntime as o; o.preload_dlls(); "
+        "o.print_debug_info()'")
 
 
 def first_line(err: BaseException, limit: int = 300) -> str:
     text = str(err).strip()
     return text.splitlines()[0][:limit] if text else type(err).__name__
+
+
+_warned: set[str] = set()
+
+
+def warn_once(message: str) -> None:
+    """One line on the `bard_sdk` logger at WARNING, once per process per message."""
+    if message not in _warned:
+        _warned.add(message)
+        log.warning(message)
 
 
 class State(Protocol):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import bard_sdk
 import numpy as np
+import pytest
 import torch
 from bard.bench.engines import (
     bare_ort_engine,
@@ -65,3 +66,11 @@ def test_serving_bench_smoke(tiny_artifact: Path, tmp_path: Path) -> None:
     assert all(0 < r["ttfc_p50_ms"] <= r["ttfc_p99_ms"] for r in timed)
     assert "threads x Engine.stream / batched @4" in report["ratios"]
     assert "| HTTP x bard serve | 4 |" in result.stdout
+
+
+def test_bench_device_is_cpu_or_cuda(tmp_path: Path) -> None:
+    from bard.bench.run import run_bench
+
+    with pytest.raises(ValueError, match="--device must be cpu or cuda, got 'tpu'"):
+        run_bench(None, True, tmp_path, device="tpu")
+    assert not any(tmp_path.iterdir())
