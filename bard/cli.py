@@ -7,6 +7,7 @@ cause become one line on stderr and exit code 2; a traceback means a bug in bard
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -298,10 +299,22 @@ def bench(
     threads: Annotated[int | None, Opt(help="Threads for every engine.")] = None,
     serving: Annotated[bool, Opt(help="Only the serving section: concurrent callers on "
                                       "Model, Engine and bard serve (serving.json).")] = False,
+    ray: Annotated[bool, Opt("--ray", help="With --serving: bard serve against Ray Serve "
+                                           "with 1 and 2 replicas (ray-serving.json).")] = False,
 ) -> None:
     """Measure generation and training speed of every engine side by side (BENCHMARKS.md)."""
     import bard_sdk
 
+    if ray:
+        if not serving:
+            fail("--ray needs --serving")
+        if importlib.util.find_spec("ray") is None:
+            fail("`bard bench --serving --ray` needs the ray extra: pip install 'bard[ray]'")
+        from bard.bench.ray_serving import run_ray_serving_bench
+
+        with user_errors(bard_sdk.BardError, ValueError):
+            run_ray_serving_bench(model, quick, out, threads)
+        return
     if serving:
         from bard.bench.serving import run_serving_bench
 

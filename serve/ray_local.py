@@ -80,6 +80,7 @@ def run_local(options: LocalOptions) -> None:
 
     ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING,
              object_store_memory=OBJECT_STORE_BYTES, configure_logging=True)
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)  # this driver: only what matters
     try:
         resources = ray.cluster_resources()
         check_fits(options.scaling, resources.get("CPU", 0.0), resources.get("GPU", 0.0))
