@@ -11,7 +11,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -e '.[train,serve,dev]'
+	$(PY) -m pip install --quiet -e '.[train,serve,ray,dev]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -405,20 +405,22 @@ def serve_on_ray(model: Path | None, host: str, port: int, device: str, variant:
                  threads: int | None, max_active: int, max_queued: int, name: str | None,
                  replicas: int | None, autoscale: str | None, target_ongoing: int | None,
                  num_cpus: float | None, num_gpus: float | None) -> None:
-    """`bard serve --ray`: the same API from replicas on a local Ray Serve instance."""
-    try:
-        from bard.serve.ray import BardArgs, Scaling
-        from bard.serve.ray_local import LocalOptions, run_local
-    except ImportError as err:
-        fail(f"`bard serve --ray` needs the ray extra: pip install 'bard[ray]' ({err.name} "
-             "is missing)")
-    import bard_sdk
-    import pydantic
-
+    """`bard serve --ray`: the same API from replicas on a local Ray Serve instance. Every
+    setting is checked before Ray is imported, let alone started."""
     if replicas is not None and autoscale is not None:
         fail("give --replicas or --autoscale, not both")
     if target_ongoing is not None and autoscale is None:
         fail("--target-ongoing needs --autoscale")
+    bounds = None if autoscale is None else parse_autoscale(autoscale)
+    try:
+        import pydantic
+
+        from bard.serve.ray_settings import BardArgs, Scaling
+    except ImportError as err:
+        fail(f"`bard serve --ray` needs the ray extra: pip install 'bard[ray]' ({err.name} "
+             "is missing)")
+    import bard_sdk
+
     try:
         args = BardArgs(model=None if model is None else str(model), device=device,
                         variant=variant, threads=threads, max_active=max_active,
@@ -427,11 +429,15 @@ def serve_on_ray(model: Path | None, host: str, port: int, device: str, variant:
         first = err.errors()[0]
         fail(f"--{'-'.join(map(str, first['loc'])).replace('_', '-')}: {first['msg']}")
     with user_errors(bard_sdk.BardError):
-        scaling = Scaling(replicas=1 if replicas is None else replicas,
-                          autoscale=None if autoscale is None else parse_autoscale(autoscale),
+        scaling = Scaling(replicas=1 if replicas is None else replicas, autoscale=bounds,
                           target_ongoing=target_ongoing,
                           num_cpus=1.0 if num_cpus is None else num_cpus,
                           num_gpus=0.0 if num_gpus is None else num_gpus)
+    try:
+        from bard.serve.ray_local import LocalOptions, run_local
+    except ImportError as err:
+        fail(f"`bard serve --ray` needs the ray extra: pip install 'bard[ray]' ({err.name} "
+             "is missing)")
     with user_errors(bard_sdk.BardError):
         run_local(LocalOptions(args=args, scaling=scaling, host=host, port=port))
 

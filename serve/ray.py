@@ -15,79 +15,23 @@ replicas, autoscaling, and placement of replicas on nodes by their CPUs and GPUs
 
 from __future__ import annotations
 
-import math
 import os
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import bard_sdk
 import ray
 from bard_sdk.engine import DEFAULT_MAX_ACTIVE, DEFAULT_MAX_QUEUED
 from fastapi import FastAPI
-from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve import Application
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .app import create_app
+from .ray_settings import BardArgs, Scaling, deployment_options, threads_for
 
 DEPLOYMENT = "bard"
 # Each replica answers with this header: which replica served a request (logs, debugging).
 REPLICA_HEADER = "x-bard-replica"
-
-
-class RayServeError(bard_sdk.BardError):
-    """Settings Ray cannot run, or a deployment that did not start."""
-
-
-class BardArgs(BaseModel):
-    """What each replica loads and how: the application arguments of a Serve config file."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model: str | None = Field(None, description="artifact directory, the same path on every "
-                                                "node (default: the bundled model)")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    variant: Literal["fp32", "int8"] = "fp32"
-    threads: int | None = Field(None, ge=1, description="onnxruntime intra-op threads per "
-                                                        "replica (default: its CPUs)")
-    max_active: int = Field(DEFAULT_MAX_ACTIVE, ge=1, description="rows in each engine's batch")
-    max_queued: int = Field(DEFAULT_MAX_QUEUED, ge=1)
-    name: str | None = Field(None, description="model id in the API (default: manifest name)")
-
-
-@dataclass(frozen=True)
-class Scaling:
-    """How many replicas, and what each one reserves on its node."""
-
-    replicas: int = 1
-    autoscale: tuple[int, int] | None = None  # (min_replicas, max_replicas)
-    target_ongoing: int | None = None  # requests per replica the autoscaler aims at
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.replicas < 1:
-            raise RayServeError(f"replicas must be at least 1, got {self.replicas}")
-        if self.autoscale is not None:
-            low, high = self.autoscale
-            if not 0 <= low <= high or high < 1:
-                raise RayServeError(f"autoscale needs 0 <= MIN <= MAX and MAX >= 1, got "
-                                 f"{low}:{high}")
-        if self.target_ongoing is not None and self.target_ongoing < 1:
-            raise RayServeError(f"target_ongoing must be at least 1, got {self.target_ongoing}")
-        if self.num_cpus < 0 or self.num_gpus < 0:
-            raise RayServeError("num_cpus and num_gpus must not be negative")
-
-    @property
-    def least_replicas(self) -> int:
-        return self.autoscale[0] if self.autoscale else self.replicas
-
-
-def threads_for(cpus: float) -> int:
-    """onnxruntime threads for a replica that reserved `cpus` CPUs: replicas sharing a machine
-    then share its cores instead of each starting a pool as wide as the machine."""
-    return max(1, math.ceil(cpus))
 
 
 def replica_threads(threads: int | None) -> int:
@@ -153,26 +97,6 @@ class BardDeployment:
         """Ray's periodic health check: a replica whose engine has stopped is replaced."""
         if self.engine.closed:
             raise bard_sdk.BardError("the engine of this replica is closed")
-
-
-def deployment_options(args: BardArgs, scaling: Scaling) -> dict[str, Any]:
-    """Serve deployment options for these settings (a config file's `deployments` entry
-    overrides them field by field)."""
-    options: dict[str, Any] = {
-        "max_ongoing_requests": args.max_active,
-        "max_queued_requests": args.max_queued,
-        "ray_actor_options": {"num_cpus": scaling.num_cpus, "num_gpus": scaling.num_gpus},
-    }
-    if scaling.autoscale is None:
-        options["num_replicas"] = scaling.replicas
-    else:
-        low, high = scaling.autoscale
-        options["autoscaling_config"] = {
-            "min_replicas": low, "initial_replicas": max(low, 1), "max_replicas": high,
-            # Continuous batching wants many requests per replica: half a batch by default.
-            "target_ongoing_requests": scaling.target_ongoing or max(1, args.max_active // 2),
-        }
-    return options
 
 
 def build(args: BardArgs, scaling: Scaling | None = None) -> Application:

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import bard_sdk
 
-from .ray import DEPLOYMENT, BardArgs, RayServeError, Scaling, build, threads_for
+from .ray import DEPLOYMENT, build
+from .ray_settings import BardArgs, RayServeError, Scaling, threads_for
 
 # The local instance moves only small messages between processes (prompts, text pieces).
 OBJECT_STORE_BYTES = 128 * 2**20
@@ -39,19 +40,6 @@ def free_port(host: str) -> int:
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
-
-
-def check_fits(scaling: Scaling, cpus: float, gpus: float) -> None:
-    """Refuse at once what this machine cannot place (Ray would wait for it forever)."""
-    least = scaling.least_replicas
-    if least * scaling.num_cpus > cpus:
-        raise RayServeError(
-            f"{least} replica(s) x {scaling.num_cpus:g} CPU need {least * scaling.num_cpus:g} "
-            f"CPUs; this machine offers Ray {cpus:g} (lower --num-cpus or the replicas)")
-    if least * scaling.num_gpus > gpus:
-        raise RayServeError(
-            f"{least} replica(s) x {scaling.num_gpus:g} GPU need {least * scaling.num_gpus:g} "
-            f"GPUs; this machine offers Ray {gpus:g}")
 
 
 def resolve_model(args: BardArgs) -> tuple[BardArgs, str]:
@@ -83,7 +71,7 @@ def run_local(options: LocalOptions) -> None:
     logging.getLogger("ray.serve").setLevel(logging.WARNING)  # this driver: only what matters
     try:
         resources = ray.cluster_resources()
-        check_fits(options.scaling, resources.get("CPU", 0.0), resources.get("GPU", 0.0))
+        options.scaling.check_fits(resources.get("CPU", 0.0), resources.get("GPU", 0.0))
         port = options.port or free_port(options.host)
         quiet = {"log_level": "WARNING", "enable_access_log": False}
         serve.start(http_options={"host": options.host, "port": port},

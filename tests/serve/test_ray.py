@@ -18,13 +18,24 @@ import bard_sdk
 import httpx
 import pytest
 
+from tests.cli.test_cli import assert_one_line_error
+from tests.conftest import ROOT, bard_cli
 from tests.serve.conftest import Server, start_server, stop_server
 
 pytest.importorskip("ray.serve", reason="bard serve --ray needs the ray extra: "
                                         "pip install 'bard[ray]'")
 openai = pytest.importorskip("openai")
+yaml = pytest.importorskip("yaml")
 
-REPLICA_HEADER = "x-bard-replica"
+from bard.serve.ray import DEPLOYMENT, REPLICA_HEADER, build_app  # noqa: E402
+from bard.serve.ray_settings import (  # noqa: E402
+    BardArgs,
+    RayServeError,
+    Scaling,
+    deployment_options,
+)
+from ray.serve import Application  # noqa: E402
+from ray.serve.schema import ServeDeploySchema  # noqa: E402
 
 
 def session_pids(session: int) -> list[int]:
@@ -54,6 +65,75 @@ def stop_ray_server(server: Server) -> list[int]:
     for pid in left:
         os.kill(pid, signal.SIGKILL)
     return left
+
+
+# ---------------------------------------------------------------- settings (no Ray started)
+
+
+def test_deployment_options_let_the_engine_batch() -> None:
+    args = BardArgs(max_active=48, max_queued=100)
+    fixed = deployment_options(args, Scaling(replicas=3, num_cpus=0.5))
+    assert fixed["num_replicas"] == 3 and "autoscaling_config" not in fixed
+    # a replica takes a full batch of requests (Ray's default would be 5), the queue is bounded
+    assert (fixed["max_ongoing_requests"], fixed["max_queued_requests"]) == (48, 100)
+    assert fixed["ray_actor_options"] == {"num_cpus": 0.5, "num_gpus": 0.0}
+    scaled = deployment_options(args, Scaling(autoscale=(0, 4), num_gpus=1))
+    assert "num_replicas" not in scaled
+    assert scaled["autoscaling_config"] == {"min_replicas": 0, "initial_replicas": 1,
+                                            "max_replicas": 4, "target_ongoing_requests": 24}
+    assert deployment_options(args, Scaling(autoscale=(1, 2), target_ongoing=7))[
+        "autoscaling_config"]["target_ongoing_requests"] == 7
+
+
+@pytest.mark.parametrize(("scaling", "needle"), [
+    (dict(replicas=0), "replicas must be at least 1"),
+    (dict(autoscale=(3, 1)), "autoscale needs"),
+    (dict(autoscale=(0, 0)), "autoscale needs"),
+    (dict(target_ongoing=0), "target_ongoing"),
+    (dict(num_cpus=float("nan")), "num_cpus"),
+    (dict(num_gpus=-1), "num_gpus"),
+])
+def test_scaling_refuses_settings_ray_cannot_run(scaling: dict[str, object],
+                                                 needle: str) -> None:
+    with pytest.raises(RayServeError, match=needle):
+        Scaling(**scaling)  # type: ignore[arg-type]
+
+
+def test_scaling_must_fit_the_machine() -> None:
+    Scaling(replicas=2, num_cpus=1).check_fits(cpus=2, gpus=0)
+    Scaling(autoscale=(1, 64), num_cpus=2).check_fits(cpus=2, gpus=0)  # more may come later
+    with pytest.raises(RayServeError, match=r"3 replica.* need 3 CPUs; this machine offers"):
+        Scaling(replicas=3).check_fits(cpus=2, gpus=0)
+    with pytest.raises(RayServeError, match="need 1 GPUs"):
+        Scaling(num_gpus=1).check_fits(cpus=2, gpus=0)
+
+
+def test_serve_config_file_deploys_bard() -> None:
+    """docs/ray-serve.yaml is a valid `serve deploy` file whose application builds."""
+    config = yaml.safe_load((ROOT / "docs" / "ray-serve.yaml").read_text())
+    ServeDeploySchema.model_validate(config)
+    (application,) = config["applications"]
+    assert application["import_path"] == "bard.serve.ray:build_app"
+    assert isinstance(build_app(application["args"]), Application)
+    (deployment,) = application["deployments"]
+    assert deployment["name"] == DEPLOYMENT
+    assert deployment["max_ongoing_requests"] == application["args"]["max_active"]
+    with pytest.raises(ValueError, match="modle"):
+        build_app({"modle": "/x"})  # a typo in a config file is refused, not ignored
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--replicas", "2"], "--replicas needs --ray"),
+    (["--ray", "--replicas", "2", "--autoscale", "1:2"], "not both"),
+    (["--ray", "--autoscale", "3"], "MIN:MAX"),
+    (["--ray", "--threads", "0"], "--threads"),
+    (["--ray", "--model", "/nonexistent/artifact"], "not found"),
+])
+def test_cli_refuses_bad_ray_settings_before_starting_ray(args: list[str], needle: str) -> None:
+    assert_one_line_error(bard_cli("serve", "--port", "0", *args, timeout=60), needle)
+
+
+# ---------------------------------------------------------------- a real local Ray instance
 
 
 @pytest.fixture(scope="module")
