@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import socket
 import sys
@@ -34,11 +35,18 @@ class LocalOptions:
     port: int = 8000
 
 
-def free_port(host: str) -> int:
-    """A port the kernel says is free now (Ray's proxy binds it itself, a moment later)."""
+def probe_port(host: str, port: int) -> int:
+    """The port Ray's proxy will bind: `port` if it is free now, or one the kernel picks for
+    port 0. The proxy binds it itself a moment later; a port in use is refused here, before
+    Ray starts, instead of leaving Serve without its proxy."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            raise RayServeError(f"cannot serve on {host}:{port}: {err.strerror or err}"
+                                ) from None
         return int(sock.getsockname()[1])
 
 
@@ -49,6 +57,20 @@ def resolve_model(args: BardArgs) -> tuple[BardArgs, str]:
     manifest = bard_sdk.read_manifest(directory)
     return (args.model_copy(update={"model": str(directory.resolve())}),
             args.name or manifest.name)
+
+
+def why_not_started(err: RuntimeError) -> str:
+    """The replica's own error (the last line of the traceback Serve keeps in the
+    deployment's status), else Ray's message."""
+    from ray import serve
+
+    try:
+        status = serve.status().applications[DEPLOYMENT]
+        messages = [d.message for d in status.deployments.values() if d.message]
+    except KeyError:
+        messages = []
+    lines = [line.strip() for line in (messages or [str(err)])[0].splitlines() if line.strip()]
+    return re.sub(r"^(?:\w+\.)+(\w+: )", r"\1", lines[-1]) if lines else str(err)
 
 
 def wait_for_signal() -> None:
@@ -62,6 +84,7 @@ def wait_for_signal() -> None:
 def run_local(options: LocalOptions) -> None:
     """Start Ray, deploy, print the URL, serve until SIGINT/SIGTERM, then stop it all."""
     args, model_id = resolve_model(options.args)
+    port = probe_port(options.host, options.port)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
     from ray import serve
@@ -72,7 +95,6 @@ def run_local(options: LocalOptions) -> None:
     try:
         resources = ray.cluster_resources()
         options.scaling.check_fits(resources.get("CPU", 0.0), resources.get("GPU", 0.0))
-        port = options.port or free_port(options.host)
         quiet = {"log_level": "WARNING", "enable_access_log": False}
         serve.start(http_options={"host": options.host, "port": port},
                     proxy_location="HeadOnly", logging_config=quiet)
@@ -80,8 +102,7 @@ def run_local(options: LocalOptions) -> None:
             serve.run(build(args, options.scaling), name=DEPLOYMENT, route_prefix="/",
                       logging_config=quiet)
         except RuntimeError as err:  # Ray reports a replica that failed to start this way
-            lines = [line for line in str(err).splitlines() if line.strip()]
-            raise RayServeError(f"the deployment did not start: {lines[-1] if lines else err}"
+            raise RayServeError(f"the deployment did not start: {why_not_started(err)}"
                                 ) from None
         shown = f"[{options.host}]" if ":" in options.host else options.host
         scaling = options.scaling

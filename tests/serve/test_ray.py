@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -131,6 +132,16 @@ def test_serve_config_file_deploys_bard() -> None:
 ])
 def test_cli_refuses_bad_ray_settings_before_starting_ray(args: list[str], needle: str) -> None:
     assert_one_line_error(bard_cli("serve", "--port", "0", *args, timeout=60), needle)
+
+
+def test_cli_refuses_a_port_in_use_before_starting_ray(tiny_artifact: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = bard_cli("serve", "--ray", "--model", str(tiny_artifact), "--port", port,
+                          timeout=60)
+    assert_one_line_error(result, f"cannot serve on 127.0.0.1:{port}")
 
 
 # ---------------------------------------------------------------- a real local Ray instance
