@@ -189,10 +189,10 @@ def test_proxy_gives_the_sdk_text(client: openai.OpenAI, model: bard_sdk.Model,
                                       temperature=0.8, seed=5)
     assert reply.choices[0].text == model.generate("ROMEO:", 60, temperature=0.8, seed=5)
     chunks = list(client.completions.create(model=ray_server.model, prompt="KING",
-                                            max_tokens=80, top_p=0.9, seed=9, stream=True))
-    assert len(chunks) > 2, "the text arrives in pieces"
+                                            max_tokens=400, top_p=0.9, seed=9, stream=True))
+    assert len(chunks) > 2, "the text arrives in pieces, through Ray's proxy too"
     assert "".join(c.choices[0].text for c in chunks) == model.generate(
-        "KING", 80, top_p=0.9, seed=9)
+        "KING", 400, top_p=0.9, seed=9)
     assert chunks[-1].choices[0].finish_reason == "length"
 
 
