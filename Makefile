@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip uninstall --quiet --quiet --yes onnxruntime onnxruntime-gpu
 	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -e '.[train,serve,dev]'
+	$(PY) -m pip install --quiet -e '.[train,serve,ray,dev]'
 	touch $@
 
 install: $(VENV)/.installed

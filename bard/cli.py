@@ -7,6 +7,7 @@ cause become one line on stderr and exit code 2; a traceback means a bug in bard
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import stat
@@ -349,10 +350,22 @@ def bench(
                                       "Model, Engine and bard serve (serving.json).")] = False,
     device: Annotated[str, Opt(help="cpu | cuda (the SDK on CUDA against the CPU provider, "
                                     "and CUDA training).")] = "cpu",
+    ray: Annotated[bool, Opt("--ray", help="With --serving: bard serve against Ray Serve "
+                                           "with 1 and 2 replicas (ray-serving.json).")] = False,
 ) -> None:
     """Measure generation and training speed of every engine side by side (BENCHMARKS.md)."""
     import bard_sdk
 
+    if ray:
+        if not serving:
+            fail("--ray needs --serving")
+        if importlib.util.find_spec("ray") is None:
+            fail("`bard bench --serving --ray` needs the ray extra: pip install 'bard[ray]'")
+        from bard.bench.ray_serving import run_ray_serving_bench
+
+        with user_errors(bard_sdk.BardError):
+            run_ray_serving_bench(model, quick, out, threads)
+        return
     if serving:
         if device != "cpu":
             fail("--device applies to the engine bench; --serving runs on the CPU")
@@ -379,14 +392,40 @@ def serve(
     port: Annotated[int, Opt(help="TCP port; 0 picks a free one (printed on start).")] = 8000,
     device: Annotated[str, Opt(help="auto | cpu | cuda")] = "auto",
     variant: Annotated[str, Opt(help="fp32 | int8")] = "fp32",
-    threads: Annotated[int | None, Opt(help="onnxruntime intra-op threads.")] = None,
+    threads: Annotated[int | None, Opt(help="onnxruntime intra-op threads (per replica with "
+                                            "--ray; default there: --num-cpus).")] = None,
     max_active: Annotated[int, Opt(help="Rows generating at once (the batch).")] = 64,
     max_queued: Annotated[int, Opt(help="Requests waiting for a row; past it: HTTP 429.")
                           ] = 256,
     name: Annotated[str | None, Opt(help="Model id in the API (default: manifest name).")
                     ] = None,
+    ray: Annotated[bool, Opt("--ray", help="Serve replicas on a local Ray Serve instance "
+                                           "(the ray extra).")] = False,
+    replicas: Annotated[int | None, Opt(help="With --ray: a fixed number of replicas "
+                                             "(default 1).")] = None,
+    autoscale: Annotated[str | None, Opt(metavar="MIN:MAX", help="With --ray: autoscale "
+                                         "between MIN and MAX replicas.")] = None,
+    target_ongoing: Annotated[int | None, Opt(help="With --autoscale: requests per replica "
+                                                   "to aim at (default: --max-active / 2).")
+                              ] = None,
+    num_cpus: Annotated[float | None, Opt(help="With --ray: CPUs each replica reserves "
+                                               "(default 1).")] = None,
+    num_gpus: Annotated[float | None, Opt(help="With --ray: GPUs each replica reserves "
+                                               "(default 0).")] = None,
 ) -> None:
     """Serve a model over HTTP: OpenAI-compatible /v1/completions, a playground at /."""
+    if not 0 <= port <= 65535:
+        fail(f"--port must be in [0, 65535], got {port}")
+    ray_only = {"--replicas": replicas, "--autoscale": autoscale,
+                "--target-ongoing": target_ongoing, "--num-cpus": num_cpus,
+                "--num-gpus": num_gpus}
+    if ray:
+        serve_on_ray(model, host, port, device, variant, threads, max_active, max_queued,
+                     name, replicas, autoscale, target_ongoing, num_cpus, num_gpus)
+        return
+    given = [flag for flag, value in ray_only.items() if value is not None]
+    if given:
+        fail(f"{given[0]} needs --ray")
     try:
         from bard.serve.server import ServeOptions
         from bard.serve.server import serve as run_server
@@ -395,8 +434,6 @@ def serve(
              "is missing)")
     import bard_sdk
 
-    if not 0 <= port <= 65535:
-        fail(f"--port must be in [0, 65535], got {port}")
     options = ServeOptions(model=model, host=host, port=port, device=device, variant=variant,
                            threads=threads, max_active=max_active, max_queued=max_queued,
                            name=name)
@@ -405,6 +442,57 @@ def serve(
             run_server(options)
     except OSError as err:
         fail(f"cannot serve on {host}:{port}: {err.strerror or err}")
+
+
+def parse_autoscale(value: str) -> tuple[int, int]:
+    low, sep, high = value.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        return int(low), int(high)
+    except ValueError:
+        fail(f"--autoscale must be MIN:MAX (two integers), got {value!r}")
+
+
+def serve_on_ray(model: Path | None, host: str, port: int, device: str, variant: str,
+                 threads: int | None, max_active: int, max_queued: int, name: str | None,
+                 replicas: int | None, autoscale: str | None, target_ongoing: int | None,
+                 num_cpus: float | None, num_gpus: float | None) -> None:
+    """`bard serve --ray`: the same API from replicas on a local Ray Serve instance. Every
+    setting is checked before Ray is imported, let alone started."""
+    if replicas is not None and autoscale is not None:
+        fail("give --replicas or --autoscale, not both")
+    if target_ongoing is not None and autoscale is None:
+        fail("--target-ongoing needs --autoscale")
+    bounds = None if autoscale is None else parse_autoscale(autoscale)
+    try:
+        import pydantic
+
+        from bard.serve.ray_settings import BardArgs, Scaling
+    except ImportError as err:
+        fail(f"`bard serve --ray` needs the ray extra: pip install 'bard[ray]' ({err.name} "
+             "is missing)")
+    import bard_sdk
+
+    try:
+        args = BardArgs(model=None if model is None else str(model), device=device,
+                        variant=variant, threads=threads, max_active=max_active,
+                        max_queued=max_queued, name=name)
+    except pydantic.ValidationError as err:
+        first = err.errors()[0]
+        fail(f"--{'-'.join(map(str, first['loc'])).replace('_', '-')}: {first['msg']}")
+    with user_errors(bard_sdk.BardError):
+        scaling = Scaling(replicas=1 if replicas is None else replicas, autoscale=bounds,
+                          target_ongoing=target_ongoing,
+                          num_cpus=1.0 if num_cpus is None else num_cpus,
+                          num_gpus=0.0 if num_gpus is None else num_gpus)
+    try:
+        from bard.serve.ray_local import LocalOptions, run_local
+    except ImportError as err:
+        fail(f"`bard serve --ray` needs the ray extra: pip install 'bard[ray]' ({err.name} "
+             "is missing)")
+    with user_errors(bard_sdk.BardError):
+        run_local(LocalOptions(args=args, scaling=scaling, host=host, port=port))
 
 
 def launch_torchrun(nproc: int) -> NoReturn:

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,10 +149,12 @@ async def http_clients(url: str, model_id: str, callers: int,
         return produced, time.perf_counter() - start, first
 
 
-def start_server(artifact: Path, max_active: int,
-                 threads: int | None) -> tuple[subprocess.Popen[str], str, str]:
+def start_server(artifact: Path, max_active: int, threads: int | None,
+                 extra: Sequence[str] = ()) -> tuple[subprocess.Popen[str], str, str]:
+    """A `bard serve` subprocess (`extra`: more options, e.g. --ray) and its URL and model."""
     args = [sys.executable, "-m", "bard", "serve", "--model", str(artifact), "--port", "0",
-            "--device", "cpu", "--max-active", str(max_active), "--max-queued", "4096"]
+            "--device", "cpu", "--max-active", str(max_active), "--max-queued", "4096",
+            *extra]
     if threads:
         args += ["--threads", str(threads)]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -211,11 +213,11 @@ def run_serving_bench(artifact: Path | None, quick: bool, out_dir: Path,
     return report
 
 
-def write_serving(report: ServingReport, out_dir: Path) -> None:
+def write_serving(report: ServingReport, out_dir: Path, name: str = "serving.json") -> None:
     from bard.training.fsutil import atomic_write_text
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "serving.json",
+    atomic_write_text(out_dir / name,
                       json.dumps(asdict(report), indent=1, allow_nan=False) + "\n")
     print(serving_table(report))
 
@@ -227,7 +229,7 @@ def serving_table(report: ServingReport) -> str:
     for r in report.results:
         lines.append(f"| {r.mode} | {r.callers} | {r.chars_per_s:,.0f} | {ms(r.ttfc_p50_ms)} "
                      f"| {ms(r.ttfc_p99_ms)} |")
-    lines += ["", "| ratio to the batched ceiling | value |", "| --- | --- |"]
+    lines += ["", "| ratio | value |", "| --- | --- |"]
     lines += [f"| {name} | {value:.2f}x |" for name, value in report.ratios.items()]
     return "\n".join(lines)
 

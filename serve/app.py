@@ -59,8 +59,10 @@ def param_of(error: Exception) -> str:
 
 
 def create_app(engine: Engine, model_id: str, *, max_tokens_limit: int = 100_000,
-               max_prompt_chars: int = 100_000) -> FastAPI:
-    """The service for one engine; closing the app (lifespan end) closes the engine."""
+               max_prompt_chars: int = 100_000,
+               replica: dict[str, Any] | None = None) -> FastAPI:
+    """The service for one engine; closing the app (lifespan end) closes the engine.
+    `replica` (which process of several serves: Ray Serve) is reported by /health."""
     created = now()
 
     @asynccontextmanager
@@ -89,8 +91,11 @@ def create_app(engine: Engine, model_id: str, *, max_tokens_limit: int = 100_000
     @app.get("/health")
     async def health() -> JSONResponse:
         status = 503 if engine.closed else 200
-        return JSONResponse({"status": "closed" if engine.closed else "ok",
-                             "model": model_id, **engine.stats()}, status_code=status)
+        body = {"status": "closed" if engine.closed else "ok", "model": model_id,
+                **engine.stats()}
+        if replica is not None:
+            body["replica"] = replica
+        return JSONResponse(body, status_code=status)
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:

@@ -113,3 +113,6 @@ def check_serve_extra(python: Path, bard: Path, env: dict[str, str], cwd: Path) 
                             "print(u.find_spec('torch') is None)"], capture_output=True,
                            text=True, env=env, cwd=cwd)
     assert probe.stdout.strip() == "True"
+    no_ray = subprocess.run([str(bard), "serve", "--ray", "--port", "0"], capture_output=True,
+                            text=True, env=env, cwd=cwd)
+    assert no_ray.returncode == 2 and "pip install 'bard[ray]'" in no_ray.stderr

@@ -39,12 +39,15 @@ class Server:
         return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) * 1024  # type: ignore[union-attr]
 
 
-def start_server(artifact: Path, *args: str, timeout: float = 60) -> Server:
+def start_server(artifact: Path, *args: str, timeout: float = 60,
+                 new_session: bool = False) -> Server:
+    """`new_session`: the server leads a session of its own, so everything it starts (Ray's
+    processes) can be found by that session id, which is the server's pid."""
     process = subprocess.Popen(
         [sys.executable, "-m", "bard", "serve", "--model", str(artifact), "--port", "0",
          "--device", "cpu", *args],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=new_session)
     assert process.stderr is not None
     deadline = time.monotonic() + timeout
     for line in process.stderr:
