@@ -267,13 +267,25 @@ def compute_ratios(report: Report, config: BenchConfig) -> None:
                                              / report.get("bare loop", "train_chars_per_s", 0))
 
 
+def strict(value: Any) -> Any:
+    """A missing measurement (NaN) is null in the JSON, never a bare NaN."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: strict(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [strict(v) for v in value]
+    return value
+
+
 def write_outputs(report: Report, out_dir: Path) -> None:
     from bard.training.fsutil import atomic_write_text
 
     from .report import plot, table
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    payload = {**asdict(report)}
-    atomic_write_text(out_dir / "bench.json", json.dumps(payload, indent=1) + "\n")
+    payload = strict(asdict(report))
+    atomic_write_text(out_dir / "bench.json", json.dumps(payload, indent=1, allow_nan=False)
+                      + "\n")
     plot(report, out_dir / "bench.png")
     print(table(report))

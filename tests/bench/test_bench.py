@@ -65,3 +65,18 @@ def test_serving_bench_smoke(tiny_artifact: Path, tmp_path: Path) -> None:
     assert all(0 < r["ttfc_p50_ms"] <= r["ttfc_p99_ms"] for r in timed)
     assert "threads x Engine.stream / batched @4" in report["ratios"]
     assert "| HTTP x bard serve | 4 |" in result.stdout
+
+
+def test_corpus_scale_section_smoke(tmp_path: Path) -> None:
+    """The section's mechanics on a 2 MB corpus (the real run is 100 MB and 1 GB)."""
+    from bard.bench.corpus_scale import run_corpus_scale, stdlib_sources
+
+    assert stdlib_sources(ascii_only=True).isascii()
+    [result] = run_corpus_scale([2.0], tmp_path, steps=2, variants=("python",),
+                                baseline_mb=0.5)
+    assert result.corpus_bytes <= 2_000_000 and result.chars > 1_900_000
+    assert result.dtype == ("uint8" if result.distinct_chars <= 256 else "uint16")
+    assert result.encode_mb_per_s > 0 and result.train_peak_rss_mb > 0
+    assert "bard train --preset tiny --max-steps 2 --data <python 2 MB>" in result.command
+    saved = json.loads((tmp_path / "corpus_scale.json").read_text())
+    assert saved[0]["chars"] == result.chars
