@@ -62,7 +62,8 @@ SDK_CHECK_CHARS = 1_000_000
 
 
 class QualityGateError(RuntimeError):
-    """The int8 model lost more than INT8_TOLERANCE nats per character."""
+    """A quality gate refused the model: non-finite weights or validation loss, or an int8
+    model that lost more than INT8_TOLERANCE nats per character."""
 
 
 @dataclass
