@@ -74,6 +74,9 @@ def train(
     weight_decay: Annotated[float | None, Opt()] = None,
     grad_clip: Annotated[float | None, Opt()] = None,
     eval_interval: Annotated[int | None, Opt()] = None,
+    eval_chars: Annotated[int | None, Opt(
+        help="Validation characters per evaluation while training (default 1,000,000; the "
+             "best checkpoint is scored on the whole split at the end).")] = None,
     val_fraction: Annotated[float | None, Opt()] = None,
     val_streams: Annotated[int | None, Opt()] = None,
     patience: Annotated[int | None, Opt(help="Early stop after N evals without gain.")] = None,
@@ -88,6 +91,12 @@ def train(
     threads: Annotated[int | None, Opt(help="CPU threads for PyTorch.")] = None,
     nproc: Annotated[int | None, Opt(help="Run under torchrun with N local processes.")] = None,
     quiet: Annotated[bool, Opt(help="No progress output.")] = False,
+    extend: Annotated[bool, Opt(
+        help="With --resume: allow --max-steps beyond the run's schedule (the learning rate "
+             "is re-planned from the current step).")] = False,
+    override: Annotated[bool, Opt(
+        help="With --resume: allow a new --learning-rate, --min-learning-rate or "
+             "--grad-clip (e.g. after a divergence).")] = False,
 ) -> None:
     """Train a character LSTM (on the bundled Shakespeare corpus unless --data is given)."""
     require_train_extra("train")
@@ -103,13 +112,15 @@ def train(
         max_steps=max_steps, decay_steps=decay_steps, batch_size=batch_size, seq_len=seq_len,
         learning_rate=learning_rate, min_learning_rate=min_learning_rate,
         warmup_steps=warmup_steps, weight_decay=weight_decay, grad_clip=grad_clip,
-        eval_interval=eval_interval, val_fraction=val_fraction, val_streams=val_streams,
+        eval_interval=eval_interval, eval_chars=eval_chars, val_fraction=val_fraction,
+        val_streams=val_streams,
         patience=patience, seed=seed, precision=precision, embedding_dim=embedding_dim,
         hidden_size=hidden_size, num_layers=num_layers, dropout=dropout,
         weight_drop=weight_drop)
     request = RunRequest(out=resume or out, data=data, preset=preset,  # type: ignore[arg-type]
                          overrides=overrides, device=device, threads=threads,
-                         resume=resume is not None, show_progress=not quiet)
+                         resume=resume is not None, show_progress=not quiet, extend=extend,
+                         override=override)
     try:
         with user_errors(UsageError):
             result = run_training(request)
@@ -121,8 +132,24 @@ def train(
         typer.echo(f"stopped by signal at step {result.step}; resume with "
                    f"`bard train --resume {result.run_dir}`", err=True)
         raise typer.Exit(128 + result.signal)
-    typer.echo(f"{result.stopped} at step {result.step}: best val loss "
-               f"{result.best_val_loss:.4f} nats/char; run in {result.run_dir}")
+    typer.echo(f"{result.stopped} at step {result.step}: {describe_losses(result)}; "
+               f"run in {result.run_dir}")
+
+
+def describe_losses(result: Any) -> str:
+    """The figure compared during training (an evaluation subset on big corpora) and the
+    best checkpoint's on the whole validation split, each said for what it is."""
+    import math
+
+    if not math.isfinite(result.best_val_loss):
+        return "no evaluation yet"
+    if result.eval_chars >= result.val_chars:
+        return f"best val loss {result.best_val_loss:.4f} nats/char (whole validation split)"
+    whole = ("" if result.whole_val_loss is None else
+             f"; the best checkpoint on the whole split ({result.val_chars:,} characters): "
+             f"{result.whole_val_loss:.4f}")
+    return (f"best val loss {result.best_val_loss:.4f} nats/char on the evaluation subset "
+            f"({result.eval_chars:,} characters){whole}")
 
 
 # ---------------------------------------------------------------------------- export
@@ -352,6 +379,14 @@ def bench(
                                     "and CUDA training).")] = "cpu",
     ray: Annotated[bool, Opt("--ray", help="With --serving: bard serve against Ray Serve "
                                            "with 1 and 2 replicas (ray-serving.json).")] = False,
+    corpus_scale: Annotated[bool, Opt(
+        help="Only the corpus-scale section: encoding speed and training memory on corpora "
+             "built from the Python standard library's sources.")] = False,
+    corpus_mb: Annotated[list[float] | None, Opt(
+        help="Corpus sizes in MB for --corpus-scale (repeatable; default 100).")] = None,
+    corpus_kind: Annotated[list[str] | None, Opt(
+        help="python (uint16 ids) | python-ascii (uint8) for --corpus-scale (repeatable; "
+             "default both).")] = None,
 ) -> None:
     """Measure generation and training speed of every engine side by side (BENCHMARKS.md)."""
     import bard_sdk
@@ -376,6 +411,18 @@ def bench(
         return
     require_train_extra("bench")
     from bard.bench.run import run_bench
+
+    if corpus_scale:
+        from bard.bench.corpus_scale import VARIANTS, run_corpus_scale
+
+        sizes = corpus_mb or [100.0]
+        if any(not size > 1 for size in sizes):
+            fail(f"--corpus-mb sizes must be above 1 (the baseline corpus), got {sizes}")
+        kinds = tuple(corpus_kind or VARIANTS)
+        if set(kinds) - set(VARIANTS):
+            fail(f"--corpus-kind must be one of {', '.join(VARIANTS)}, got {', '.join(kinds)}")
+        run_corpus_scale(sizes, out, steps=2 if quick else 20, variants=kinds, threads=threads)
+        return
 
     with user_errors(bard_sdk.BardError):
         run_bench(model, quick, out, threads, device)

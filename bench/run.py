@@ -307,8 +307,7 @@ def run_cuda_bench(path: Path, config: BenchConfig, quick: bool) -> Report:
     if not torch.cuda.is_available():
         raise bard_sdk.DeviceError(f"--device cuda but torch {torch.__version__} sees no CUDA "
                                    "device (a CPU build of torch, or no driver)")
-    via_host = bard_sdk.load(path, device="cuda", threads=config.threads)
-    via_host.runner = HostRunner(via_host.ort_session)
+    via_host = cuda.with_runner(lambda bound: HostRunner(bound.session))
     cpu = bard_sdk.load(path, device="cpu", threads=config.threads)
     torch_model = torch_model_from_onnx(path / cuda.manifest.file("fp32").path, cuda.manifest)
     report = Report(machine_info(config.threads, "cuda"), asdict(config), str(path))
@@ -342,7 +341,7 @@ def bench_state_round_trip(report: Report, model: bard_sdk.Model,
     """Device -> host -> device for the whole state (what finishing rows costs, and what
     every step would cost without IOBinding)."""
     for batch in config.batches:
-        state = model.runner.state(*model.zero_state(batch))
+        state = model._runner.state(*model.zero_state(batch))  # bard's own bench
         rows = np.arange(batch)
         times = timed(lambda s=state, r=rows: s.select(r), config.repeats)
         report.measurements.append(Measurement("sdk cuda", "state_round_trip_us", batch,
@@ -367,13 +366,25 @@ def compute_ratios(report: Report, config: BenchConfig) -> None:
                                              / report.get("bare loop", "train_chars_per_s", 0))
 
 
+def strict(value: Any) -> Any:
+    """A missing measurement (NaN) is null in the JSON, never a bare NaN."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: strict(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [strict(v) for v in value]
+    return value
+
+
 def write_outputs(report: Report, out_dir: Path) -> None:
     from bard.training.fsutil import atomic_write_text
 
     from .report import plot, table
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    payload = {**asdict(report)}
-    atomic_write_text(out_dir / "bench.json", json.dumps(payload, indent=1) + "\n")
+    payload = strict(asdict(report))
+    atomic_write_text(out_dir / "bench.json", json.dumps(payload, indent=1, allow_nan=False)
+                      + "\n")
     plot(report, out_dir / "bench.png")
     print(table(report))

@@ -3,26 +3,43 @@
 Steps, all inside a temporary directory that is renamed into place only at the end:
 export and verify the graph, write the manifest, load it back through bard_sdk, run the parity
 gate, evaluate on the validation split, optionally quantise to int8 behind a quality gate, write
-the model card. Any failure leaves the destination untouched.
+the model card. Any failure leaves the destination untouched, and a non-finite number (weights,
+validation loss, parity figure) is a refusal, never a manifest.
+
+The validation split comes from the run's token file (no re-encoding); the recorded loss covers
+the whole split, cut into the run's evaluation streams (the trainer's definition), and the
+prompts of the parity gate and the card come from the split itself, so any vocabulary works.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import math
+import sys
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import bard_sdk
+import numpy as np
 import onnx
-from bard.training.checkpoint import find_checkpoint, load_checkpoint, model_from_checkpoint
-from bard.training.data import Splits, Vocabulary, read_corpus, text_sha256
+import torch
+from bard.training.checkpoint import (
+    Checkpoint,
+    find_checkpoint,
+    load_checkpoint,
+    model_from_checkpoint,
+)
+from bard.training.corpus import CorpusSource, prepare_tokens, read_text
+from bard.training.data import eval_spans, split_point
 from bard.training.errors import UsageError
 from bard.training.evaluate import bits_per_char, stream_nll
 from bard.training.fsutil import atomic_directory, atomic_write_text
+from bard.training.model import CharLSTM
 from bard_sdk.manifest import MANIFEST_FILE, build_manifest, graph_section, sha256_bytes
+from bard_sdk.vocab import Vocabulary, code_points
 
 from .card import HeldOut, write_card
 from .onnx_graph import OPSET, export_onnx
@@ -35,14 +52,18 @@ from .preflight import (
     output_lock,
     read_card_notes,
 )
+from .prompt import SOURCE_CHARS, corpus_prompt
 from .quantize import quantize_int8
 
 INT8_TOLERANCE = 0.01  # nats per character
-PARITY_PROMPT = "ROMEO:"
+# bard_sdk scores (float32 and int8) cover at most this many validation characters: every
+# stream of the split, or evenly spaced windows of it on a big corpus.
+SDK_CHECK_CHARS = 1_000_000
 
 
 class QualityGateError(RuntimeError):
-    """The int8 model lost more than INT8_TOLERANCE nats per character."""
+    """A quality gate refused the model: non-finite weights or validation loss, or an int8
+    model that lost more than INT8_TOLERANCE nats per character."""
 
 
 @dataclass
@@ -91,18 +112,21 @@ def export_run(request: ExportRequest) -> ExportResult:
 
 def _export(request: ExportRequest, notes: str) -> ExportResult:
     checkpoint = load_checkpoint(find_checkpoint(request.run_dir, request.checkpoint))
+    check_finite_weights(checkpoint)
     model = model_from_checkpoint(checkpoint)
-    corpus = checkpoint.state["corpus"]
-    data_path = request.data or (Path(corpus["path"]) if corpus.get("path") else None)
-    text, _ = read_corpus(data_path)
-    if text_sha256(text) != corpus["sha256"]:
-        raise UsageError("the corpus differs from the one this run was trained on; "
-                         "pass the original with --data")
+    corpus = checkpoint.corpus
     vocab = Vocabulary(checkpoint.vocab)
-    splits = Splits.from_tokens(vocab.encode(text), corpus["val_fraction"], 1)
-    val_text = vocab.decode(splits.val)
-    nll, count = stream_nll(model, [splits.val], next(model.parameters()).device)
-    val_loss = nll / count
+    val = validation_tokens(request, checkpoint, vocab)
+    streams = checkpoint.train_config.val_streams
+    whole = eval_spans(len(val), streams)
+    val_loss = mean_nll(model, val, whole)
+    if not math.isfinite(val_loss):
+        raise QualityGateError(f"the validation loss is not finite ({val_loss}): the "
+                               "checkpoint diverged")
+    checked = eval_spans(len(val), streams, SDK_CHECK_CHARS)
+    torch_checked = val_loss if checked == whole else mean_nll(model, val, checked)
+    checked_texts = [vocab.decode(val[a:b]) for a, b in checked]
+    prompt = corpus_prompt(vocab.decode(val[:SOURCE_CHARS]))
 
     try:
         with atomic_directory(request.out, replace=request.force,
@@ -112,18 +136,20 @@ def _export(request: ExportRequest, notes: str) -> ExportResult:
             files = {"fp32": model_file_entry(tmp / "model.onnx")}
             config = checkpoint.model_config
             provenance: dict[str, Any] = {
-                "corpus": {"name": corpus["name"], "sha256": corpus["sha256"],
-                           "length": corpus["length"]},
-                "split": {"val_fraction": corpus["val_fraction"],
-                          "train_chars": len(splits.train), "val_chars": len(splits.val)},
+                "corpus": {"name": corpus.name, "sha256": corpus.sha256,
+                           "length": corpus.length},
+                "split": {"val_fraction": corpus.val_fraction,
+                          "train_chars": corpus.length - len(val), "val_chars": len(val)},
                 "steps": checkpoint.step,
                 "checkpoint": checkpoint.path.name,
                 "val_loss_nats": val_loss,
                 "val_bpc": bits_per_char(val_loss),
-                "val_loss_nats_training_eval": checkpoint.state["val_loss"],
+                "val_streams": len(whole),
+                "val_loss_nats_training_eval": checkpoint.state.get("val_loss"),
                 "train_config": checkpoint.state["train_config"],
                 # the parsed config, so fields an older checkpoint predates show their defaults
                 "model_config": asdict(checkpoint.model_config),
+                "prompt": prompt,
             }
             fields = dict(
                 name=request.name or request.out.name,
@@ -140,23 +166,28 @@ def _export(request: ExportRequest, notes: str) -> ExportResult:
             write_manifest(tmp, fields)
 
             sdk_model = bard_sdk.load(tmp, device="cpu")
-            parity = check_parity(model, sdk_model, PARITY_PROMPT)
-            sdk_val = sdk_model.score(val_text).nats_per_char
-            if abs(sdk_val - val_loss) > 1e-4:
+            parity = check_parity(model, sdk_model, prompt)
+            sdk_val = sdk_score(sdk_model, checked_texts)
+            if not abs(sdk_val - torch_checked) <= 1e-4:
                 raise ParityError(f"validation loss via bard_sdk {sdk_val:.6f} differs from "
-                                  f"PyTorch {val_loss:.6f}")
+                                  f"PyTorch {torch_checked:.6f}")
+            check = {"chars": sum(b - a for a, b in checked), "streams": len(checked),
+                     "torch_nats": torch_checked, "sdk_nats": sdk_val}
             if request.quantize == "int8":
                 quantize_int8(tmp / "model.onnx", tmp / "model.int8.onnx")
                 files["int8"] = model_file_entry(tmp / "model.int8.onnx")
                 write_manifest(tmp, fields)
-                int8_val = bard_sdk.load(tmp, device="cpu", variant="int8").score(
-                    val_text).nats_per_char
-                if int8_val - val_loss > INT8_TOLERANCE:
+                int8_val = sdk_score(bard_sdk.load(tmp, device="cpu", variant="int8"),
+                                     checked_texts)
+                if not int8_val - torch_checked <= INT8_TOLERANCE:
                     raise QualityGateError(
-                        f"int8 validation loss {int8_val:.4f} is {int8_val - val_loss:.4f} nats "
-                        f"per character worse than float ({val_loss:.4f}); limit {INT8_TOLERANCE}")
+                        f"int8 validation loss {int8_val:.4f} is "
+                        f"{int8_val - torch_checked:.4f} nats per character worse than float "
+                        f"({torch_checked:.4f}); limit {INT8_TOLERANCE}")
+                check["int8_nats"] = int8_val
                 provenance["val_loss_nats_int8"] = int8_val
                 provenance["val_bpc_int8"] = bits_per_char(int8_val)
+            provenance["sdk_check"] = check
             provenance["parity"] = {"max_logits_diff": parity.max_logits_diff,
                                     "max_state_diff": parity.max_state_diff,
                                     "stepwise_max_diff": parity.stepwise_max_diff,
@@ -173,16 +204,58 @@ def _export(request: ExportRequest, notes: str) -> ExportResult:
     return ExportResult(request.out, manifest, parity)
 
 
+def check_finite_weights(checkpoint: Checkpoint) -> None:
+    for name, tensor in checkpoint.weights.items():
+        if not bool(torch.isfinite(tensor).all()):
+            raise QualityGateError(f"checkpoint {checkpoint.path.name} has non-finite weights "
+                                   f"({name}): the run diverged")
+
+
+def validation_tokens(request: ExportRequest, checkpoint: Checkpoint,
+                      vocab: Vocabulary) -> np.ndarray:
+    """The validation split's ids from the run's token file (rebuilt from the corpus if it
+    is missing or damaged; --data names a corpus that has moved)."""
+    corpus = checkpoint.corpus
+    source = CorpusSource(request.data or (Path(corpus.path) if corpus.path else None))
+    try:
+        tokens = prepare_tokens(request.run_dir, source, corpus.sha256, vocab, say,
+                                check_source=request.data is not None).open()
+    except OSError as err:
+        raise UsageError(f"cannot rebuild the token file in {request.run_dir}: {err}") from None
+    return tokens[split_point(len(tokens), corpus.val_fraction):]
+
+
+def say(message: str) -> None:
+    print(f"bard export: {message}", file=sys.stderr, flush=True)
+
+
+def mean_nll(model: CharLSTM, val: np.ndarray, spans: list[tuple[int, int]]) -> float:
+    result = stream_nll(model, val, spans, next(model.parameters()).device)
+    if result is None:  # only a stop callback abandons an evaluation, and there is none
+        raise RuntimeError("evaluation abandoned without a stop request")
+    total, count = result
+    return total / count
+
+
+def sdk_score(model: bard_sdk.Model, texts: list[str]) -> float:
+    """Nats per character over the streams, each scored from the zero state by bard_sdk."""
+    scores = [model.score(text) for text in texts]
+    return sum(s.total_nats for s in scores) / sum(s.characters for s in scores)
+
+
 def write_manifest(directory: Path, fields: dict[str, Any]) -> dict[str, Any]:
     manifest = build_manifest(**fields)
-    atomic_write_text(directory / MANIFEST_FILE, json.dumps(manifest, indent=1,
-                                                            ensure_ascii=False) + "\n")
+    try:
+        text = json.dumps(manifest, indent=1, ensure_ascii=False, allow_nan=False)
+    except ValueError as err:  # a NaN or infinity: the gates above should have refused it
+        raise QualityGateError(f"manifest would hold a non-finite number ({err})") from None
+    atomic_write_text(directory / MANIFEST_FILE, text + "\n")
     return manifest
 
 
 def evaluate_heldout(model: bard_sdk.Model, path: Path) -> HeldOut:
     """Score a held-out text; characters outside the vocabulary are skipped and counted."""
-    text, _ = read_corpus(path)
-    unknown = sum(1 for ch in text if ch not in model.vocab)
+    text = read_text(path)
+    unknown = int((model.vocab.lookup(code_points(text)) < 0).sum())
     score = model.score(text, on_unknown="skip")
     return HeldOut(path.name, len(text), unknown, score.nats_per_char, score.bits_per_char)

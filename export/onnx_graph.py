@@ -20,12 +20,12 @@ import warnings
 import onnx
 import torch
 from bard.training.model import CharLSTM
+from bard_sdk.manifest import INPUT_NAMES as INPUTS
+from bard_sdk.manifest import OUTPUT_NAMES as OUTPUTS
+from bard_sdk.manifest import PADDING_ID
 from onnx import TensorProto, helper
 
 OPSET = 17
-INPUTS = ("tokens", "h0", "c0")
-OUTPUTS = ("logits", "hn", "cn")
-PADDING_ID = -1
 
 
 class GraphError(RuntimeError):
@@ -71,7 +71,12 @@ def export_onnx(model: CharLSTM) -> onnx.ModelProto:
 
 
 def add_padding(model: onnx.ModelProto) -> None:
-    """Route `tokens` through clamp + length computation into every LSTM's sequence_lens."""
+    """Route `tokens` through clamp + length computation into every LSTM's sequence_lens.
+
+    A row's length is its count of ids >= 0, which holds because the contract's padding id
+    is negative."""
+    if PADDING_ID >= 0:
+        raise GraphError(f"padding id {PADDING_ID} must be negative for the length computation")
     graph = model.graph
     gathers = [n for n in graph.node if n.op_type == "Gather" and n.input[1] == "tokens"]
     if len(gathers) != 1:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hashlib
-import json
+import math
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +27,13 @@ from .config import ModelConfig, TrainConfig
 from .errors import UsageError
 from .fsutil import atomic_directory, atomic_write_text
 from .model import CharLSTM
+from .records import Fields, dataclass_from_json, dumps, read_json
+from .rundir import CorpusRecord
+from .schedule import Schedule
 
-RUN_FILE = "run.json"
 CHECKPOINT_DIR = "checkpoints"
 FORMAT = "bard-run/1"
+CHECKPOINT_FILES = ("model.safetensors", "optimizer.safetensors")
 
 
 def file_sha256(path: Path) -> str:
@@ -59,6 +63,7 @@ class Checkpoint:
     step: int
     state: dict[str, Any]
     weights: dict[str, torch.Tensor]
+    corpus: CorpusRecord
 
 
 def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], Any]:
@@ -111,9 +116,9 @@ def save_checkpoint(
                 "optimizer.safetensors": file_sha256(tmp / "optimizer.safetensors"),
             },
         }
-        atomic_write_text(tmp / "state.json", json.dumps(record, indent=1))
+        atomic_write_text(tmp / "state.json", dumps(record, indent=1, ensure_ascii=False))
     for pointer in pointers:
-        atomic_write_text(root / f"{pointer}.json", json.dumps({"checkpoint": name}) + "\n")
+        atomic_write_text(root / f"{pointer}.json", dumps({"checkpoint": name}) + "\n")
     prune_checkpoints(root)
     return root / name
 
@@ -126,10 +131,19 @@ def prune_checkpoints(root: Path) -> None:
 
 
 def read_pointer(root: Path, pointer: str) -> str:
-    try:
-        return str(json.loads((root / f"{pointer}.json").read_text())["checkpoint"])
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise UsageError(f"cannot read checkpoint pointer {root / pointer}.json: {err}") from None
+    path = root / f"{pointer}.json"
+    name = Fields(read_json(path), str(path)).string("checkpoint")
+    if not re.fullmatch(r"step-\d{8,}", name or ""):
+        raise UsageError(f"{path}: field 'checkpoint' must name a step-NNNNNNNN directory, "
+                         f"got {name!r}")
+    return str(name)
+
+
+def update_state(checkpoint_dir: Path, **fields: Any) -> None:
+    """Add fields to a written checkpoint's state.json (the final whole-split score)."""
+    state_file = checkpoint_dir / "state.json"
+    state = Fields(read_json(state_file), str(state_file)).record
+    atomic_write_text(state_file, dumps({**state, **fields}, indent=1, ensure_ascii=False))
 
 
 def find_checkpoint(run_dir: Path, which: str = "best") -> Path:
@@ -145,17 +159,32 @@ def find_checkpoint(run_dir: Path, which: str = "best") -> Path:
 
 
 def load_checkpoint(path: Path) -> Checkpoint:
-    """Load and verify a checkpoint directory; every failure is a one-line UsageError."""
+    """Load and verify a checkpoint directory; every failure is a one-line UsageError that
+    names the file (and the field)."""
     state_file = path / "state.json"
     if not state_file.is_file():
         raise UsageError(f"checkpoint is missing state.json: {path}")
-    try:
-        state = json.loads(state_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise UsageError(f"checkpoint state.json is corrupt: {state_file} ({err})") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    fields = Fields(read_json(state_file), str(state_file))
+    if fields.record.get("format") != FORMAT:
         raise UsageError(f"not a bard checkpoint (format {FORMAT!r} expected): {state_file}")
-    for filename, expected in state["files"].items():
+    files = fields.obj("files")
+    if set(files.record) != set(CHECKPOINT_FILES) or not all(
+            isinstance(v, str) for v in files.record.values()):
+        raise fields.bad("files", "an object giving the sha256 of "
+                                  + " and ".join(CHECKPOINT_FILES))
+    step = fields.integer("step", 0)
+    vocab = parse_vocab(fields)
+    model_config = dataclass_from_json(ModelConfig, fields.get("model_config"),
+                                       f"{state_file} model_config")
+    train_config = dataclass_from_json(TrainConfig, fields.get("train_config"),
+                                       f"{state_file} train_config")
+    corpus = dataclass_from_json(CorpusRecord, fields.get("corpus"), f"{state_file} corpus")
+    if len(vocab) != model_config.vocab_size:
+        raise UsageError(
+            f"checkpoint vocabulary has {len(vocab)} characters but the config says "
+            f"{model_config.vocab_size}: {state_file}"
+        )
+    for filename, expected in files.record.items():
         file = path / filename
         if not file.is_file():
             raise UsageError(f"checkpoint file missing: {file}")
@@ -165,19 +194,68 @@ def load_checkpoint(path: Path) -> Checkpoint:
         weights = load_file(str(path / "model.safetensors"))
     except (SafetensorError, OSError) as err:
         raise UsageError(f"cannot read weights {path / 'model.safetensors'}: {err}") from None
-    try:
-        model_config = ModelConfig(**state["model_config"])
-        train_config = TrainConfig(**state["train_config"])
-    except TypeError as err:
-        raise UsageError(f"checkpoint config is invalid: {state_file} ({err})") from None
     check_weights_match(model_config, weights, path)
-    vocab = tuple(state["vocab"])
-    if len(vocab) != model_config.vocab_size:
-        raise UsageError(
-            f"checkpoint vocabulary has {len(vocab)} characters but the config says "
-            f"{model_config.vocab_size}: {state_file}"
-        )
-    return Checkpoint(path, model_config, train_config, vocab, int(state["step"]), state, weights)
+    return Checkpoint(path, model_config, train_config, vocab, step, fields.record, weights,
+                      corpus)
+
+
+def parse_vocab(fields: Fields) -> tuple[str, ...]:
+    chars = fields.array("vocab")
+    if not chars or any(not isinstance(c, str) or len(c) != 1 for c in chars) \
+            or len(set(chars)) != len(chars):
+        raise fields.bad("vocab", "a list of distinct single characters")
+    return tuple(chars)
+
+
+@dataclass(frozen=True)
+class ResumeState:
+    """What only resuming needs from a checkpoint (export ignores it)."""
+
+    best_val_loss: float
+    val_loss: float
+    evals_since_best: int
+    rng: list[dict[str, str]]
+    optimizer_groups: list[dict[str, Any]]
+    schedule: Schedule
+    pending_eval: bool
+
+
+def resume_state(checkpoint: Checkpoint) -> ResumeState:
+    fields = Fields(checkpoint.state, str(checkpoint.path / "state.json"))
+    best = fields.number("best_val_loss", optional=True)
+    last = fields.number("val_loss", optional=True)
+    groups = fields.array("optimizer_groups")
+    if not groups or not all(isinstance(g, dict) and isinstance(g.get("params"), list)
+                             for g in groups):
+        raise fields.bad("optimizer_groups", "a list of parameter groups")
+    schedule = (dataclass_from_json(Schedule, fields.get("schedule"), f"{fields.where} schedule")
+                if "schedule" in fields.record else Schedule.from_config(checkpoint.train_config))
+    return ResumeState(
+        best_val_loss=math.inf if best is None else best,
+        val_loss=math.inf if last is None else last,
+        evals_since_best=fields.integer("evals_since_best", 0),
+        rng=parse_rng(fields), optimizer_groups=groups, schedule=schedule,
+        pending_eval=fields.boolean("pending_eval", default=False))
+
+
+def parse_rng(fields: Fields) -> list[dict[str, str]]:
+    """Every rank's RNG states, checked to be the right size for this PyTorch."""
+    sizes = {"torch": torch.get_rng_state().numel(),
+             "sampler": torch.Generator().get_state().numel()}
+    entries = fields.array("rng")
+    if not entries:
+        raise fields.bad("rng", "one RNG state per process")
+    for entry in entries:
+        if not isinstance(entry, dict) or not set(sizes) <= set(entry):
+            raise fields.bad("rng", "one object of RNG states per process")
+        for key, size in sizes.items():
+            try:
+                ok = len(base64.b64decode(entry[key], validate=True)) == size
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise fields.bad("rng", f"RNG states of this PyTorch ({key} is damaged)")
+    return entries
 
 
 def check_weights_match(config: ModelConfig, weights: dict[str, torch.Tensor], where: Path) -> None:

@@ -61,6 +61,7 @@ class TrainConfig:
     beta2: float = 0.99
     grad_clip: float = 1.0
     eval_interval: int = 100
+    eval_chars: int = 1_000_000  # validation characters per evaluation while training
     val_fraction: float = 0.1
     val_streams: int = 16
     patience: int | None = None
@@ -79,6 +80,8 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise UsageError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.eval_chars < 2:
+            raise UsageError(f"eval_chars must be at least 2, got {self.eval_chars}")
         if self.decay_steps is not None and self.decay_steps < 1:
             raise UsageError(f"decay_steps must be at least 1, got {self.decay_steps}")
         if self.warmup_steps < 0:

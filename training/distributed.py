@@ -7,11 +7,15 @@ a single process and every collective is the identity, so the trainer has one co
 from __future__ import annotations
 
 import datetime
+import json
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from .records import dumps
 
 DEFAULT_TIMEOUT_S = 600
 
@@ -48,6 +52,19 @@ class DistContext:
         parts = [torch.empty_like(tensor) for _ in range(self.world_size)]
         dist.all_gather(parts, tensor)
         return parts
+
+    def share_json(self, value: Any, device: torch.device) -> Any:
+        """Rank 0's JSON value on every rank (JSON bytes, never pickle)."""
+        if not self.enabled:
+            return value
+        blob = dumps(value).encode() if self.is_main else b""
+        size = torch.tensor([len(blob)], dtype=torch.int64, device=device)
+        dist.broadcast(size, src=0)
+        data = torch.zeros(int(size.item()), dtype=torch.uint8, device=device)
+        if self.is_main:
+            data.copy_(torch.frombuffer(bytearray(blob), dtype=torch.uint8))
+        dist.broadcast(data, src=0)
+        return json.loads(bytes(data.cpu().numpy()).decode())
 
     def barrier(self) -> None:
         if self.enabled:

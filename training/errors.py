@@ -6,11 +6,13 @@ class UsageError(ValueError):
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss or the gradient stopped being finite; the last good checkpoint is kept."""
+    """The loss, the gradient, the weights or the validation loss stopped being finite.
 
-    def __init__(self, step: int, what: str) -> None:
-        super().__init__(
-            f"training stopped at step {step}: the {what} is not finite; "
-            "the last good checkpoint is kept (lower --learning-rate or --grad-clip, then --resume)"
-        )
+    `advice` is what the user can do next, worked out by the trainer from what is on disk (a
+    checkpoint to resume from, or nothing)."""
+
+    def __init__(self, step: int, what: str, advice: str = "") -> None:
+        super().__init__(f"training stopped at step {step}: the {what} is not finite"
+                         + (f"; {advice}" if advice else ""))
         self.step = step
+        self.what = what

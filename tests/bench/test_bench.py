@@ -74,3 +74,18 @@ def test_bench_device_is_cpu_or_cuda(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="--device must be cpu or cuda, got 'tpu'"):
         run_bench(None, True, tmp_path, device="tpu")
     assert not any(tmp_path.iterdir())
+
+
+def test_corpus_scale_section_smoke(tmp_path: Path) -> None:
+    """The section's mechanics on a 2 MB corpus (the real run is 100 MB and 1 GB)."""
+    from bard.bench.corpus_scale import run_corpus_scale, stdlib_sources
+
+    assert stdlib_sources(ascii_only=True).isascii()
+    [result] = run_corpus_scale([2.0], tmp_path, steps=2, variants=("python",),
+                                baseline_mb=0.5)
+    assert result.corpus_bytes <= 2_000_000 and result.chars > 1_900_000
+    assert result.dtype == ("uint8" if result.distinct_chars <= 256 else "uint16")
+    assert result.encode_mb_per_s > 0 and result.train_peak_rss_mb > 0
+    assert "bard train --preset tiny --max-steps 2 --data <python 2 MB>" in result.command
+    saved = json.loads((tmp_path / "corpus_scale.json").read_text())
+    assert saved[0]["chars"] == result.chars

@@ -105,6 +105,7 @@ def test_train_bad_numbers(tmp_path: Path, args: list[str], needle: str) -> None
 
 def test_train_into_a_read_only_directory(tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from bard.training import corpus as corpus_module
     from bard.training import train as train_module
     from bard.training.errors import UsageError
     from bard.training.train import RunRequest
@@ -112,9 +113,9 @@ def test_train_into_a_read_only_directory(tmp_path: Path,
     locked = tmp_path / "locked"
     locked.mkdir()
     if os.geteuid() == 0:  # root writes anywhere: fail the write as a read-only mount would
-        def denied(path: Path, text: str) -> None:
+        def denied(path: Path, **options: object) -> None:  # the run's first write
             raise PermissionError(13, "Permission denied", str(path))
-        monkeypatch.setattr(train_module, "atomic_write_text", denied)
+        monkeypatch.setattr(corpus_module, "atomic_writer", denied)
     else:
         locked.chmod(0o555)
     try:

@@ -7,7 +7,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -77,26 +76,75 @@ def test_train_refuses_existing_run(tiny_run: Path, tmp_path: Path) -> None:
     assert sorted((p.name, p.stat().st_size) for p in run.rglob("*")) == before
 
 
+def start_training(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "bard", "train", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_line(process: subprocess.Popen[str], needle: str) -> str:
+    """Read the process's stderr until a line holds `needle` (a readiness sign, not a sleep)."""
+    assert process.stderr is not None
+    seen = []
+    while line := process.stderr.readline():
+        seen.append(line)
+        if needle in line:
+            return line
+    process.wait(timeout=60)
+    raise AssertionError(f"no line with {needle!r}; exit {process.returncode}:\n{''.join(seen)}")
+
+
+def last_state(run: Path) -> dict:
+    last = json.loads((run / "checkpoints" / "last.json").read_text())["checkpoint"]
+    return json.loads((run / "checkpoints" / last / "state.json").read_text())
+
+
 def test_sigterm_saves_a_checkpoint_that_resumes(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bard", "train", *SMALL, "--max-steps", "100000",
-         "--eval-interval", "100000", "--out", str(run)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not (run / "run.json").exists() and time.time() < deadline:
-        time.sleep(0.2)
-    time.sleep(2.0)
+    args = [a for a in SMALL if a != "--quiet"]
+    process = start_training(*args, "--max-steps", "100000", "--eval-interval", "100000",
+                             "--out", str(run))
+    wait_for_line(process, "parameters on")  # printed once the signal handlers are installed
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 128 + signal.SIGTERM, err
     assert "resume with" in err
-    last = json.loads((run / "checkpoints" / "last.json").read_text())["checkpoint"]
-    step = json.loads((run / "checkpoints" / last / "state.json").read_text())["step"]
+    step = last_state(run)["step"]
     assert step > 0
     resumed = bard_cli("train", "--resume", str(run), "--max-steps", str(step + 10),
                        "--quiet", check=True)
     assert f"at step {step + 10}" in resumed.stdout
+
+
+def test_sigterm_during_evaluation_abandons_it_and_resume_reruns_it(tmp_path: Path) -> None:
+    """One long evaluation (half the bundled corpus as one stream) right after step 1."""
+    run = tmp_path / "run"
+    args = [a for a in SMALL if a != "--quiet"]
+    process = start_training(*args, "--val-fraction", "0.5", "--val-streams", "1",
+                             "--eval-interval", "1", "--max-steps", "2", "--out", str(run))
+    wait_for_line(process, "step 1: evaluating")
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert "evaluation abandoned" in err and "val loss" not in err
+    state = last_state(run)
+    assert state["step"] == 1 and state["pending_eval"] is True
+    assert state["val_loss"] is None and state["best_val_loss"] is None  # strict JSON: null
+    resumed = bard_cli("train", "--resume", str(run), "--max-steps", "1", check=True)
+    assert "step 1: val loss" in resumed.stderr and "finished at step 1" in resumed.stdout
+
+
+def test_divergence_before_any_checkpoint_exits_3_and_frees_the_directory(
+        tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    result = bard_cli("train", *SMALL, "--learning-rate", "1e10", "--max-steps", "20",
+                      "--eval-interval", "10", "--out", str(run))
+    assert result.returncode == 3, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not finite" in lines[0] and "start again" in lines[0], lines
+    assert not run.exists()
+    again = bard_cli("train", *SMALL, "--max-steps", "5", "--eval-interval", "5", "--out",
+                     str(run), check=True)
+    assert "finished at step 5" in again.stdout
 
 
 def test_export_bad_input(tiny_run: Path, tmp_path: Path) -> None:

@@ -18,13 +18,18 @@ from bard.training.train import RunRequest, TrainResult, train
 from bard_sdk.runtime import BoundRunner, DeviceState
 from safetensors.torch import load_file
 
-from tests.conftest import bard_cli
+from tests.conftest import bard_cli, wrapped
 
 pytestmark = pytest.mark.cuda
 
 # The tiny preset, shortened; bf16 autocast (what `precision=auto` picks on CUDA) made explicit.
 RUN = dict(max_steps=20, eval_interval=10, val_streams=4, val_fraction=0.02, precision="bf16")
 PROMPTS = ["ROMEO:", "JULIET:\nO", "", "KING HENRY VI:\nWhat"]
+
+
+def runner_of(model: bard_sdk.Model):  # type: ignore[no-untyped-def]
+    """The model's runner, through the documented seam (`Model.with_runner`)."""
+    return wrapped(model, lambda inner: inner)[1]
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +95,8 @@ def test_bf16_training_on_cuda_resumes_exactly(cuda_run: Path, tmp_path: Path,
 def test_export_runs_on_the_cuda_provider_with_state_on_the_device(
         on_cuda: bard_sdk.Model) -> None:
     assert on_cuda.device == "cuda"
-    assert on_cuda.ort_session.get_providers()[0] == "CUDAExecutionProvider"
-    assert isinstance(on_cuda.runner, BoundRunner)
+    assert runner_of(on_cuda).session.get_providers()[0] == "CUDAExecutionProvider"
+    assert isinstance(runner_of(on_cuda), BoundRunner)
 
 
 def test_cuda_logits_match_the_cpu_provider(on_cuda: bard_sdk.Model,
@@ -99,13 +104,13 @@ def test_cuda_logits_match_the_cpu_provider(on_cuda: bard_sdk.Model,
     """A 300-character prefill of 4 rows, then 50 single steps fed the same ids."""
     rng = np.random.default_rng(0)
     tokens = rng.integers(0, len(on_cpu.vocab), (4, 300))
-    gpu_state = on_cuda.runner.state(*on_cuda.zero_state(4))
-    cpu_state = on_cpu.runner.state(*on_cpu.zero_state(4))
+    gpu_state = runner_of(on_cuda).state(*on_cuda.zero_state(4))
+    cpu_state = runner_of(on_cpu).state(*on_cpu.zero_state(4))
     worst = 0.0
     for step in range(51):
         feed = tokens if step == 0 else rng.integers(0, len(on_cpu.vocab), (4, 1))
-        gpu_logits, gpu_state = on_cuda.runner.step(feed, gpu_state)
-        cpu_logits, cpu_state = on_cpu.runner.step(feed, cpu_state)
+        gpu_logits, gpu_state = runner_of(on_cuda).step(feed, gpu_state)
+        cpu_logits, cpu_state = runner_of(on_cpu).step(feed, cpu_state)
         worst = max(worst, float(np.abs(gpu_logits - cpu_logits).max()))
     assert worst < 1e-3, worst
     for gpu, cpu in zip(gpu_state.to_numpy(), cpu_state.to_numpy()):
@@ -131,10 +136,10 @@ def test_batched_rows_on_cuda_equal_single_rows(on_cuda: bard_sdk.Model,
 
 def test_state_stays_on_the_device_between_steps(on_cuda: bard_sdk.Model,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    state = on_cuda.runner.state(*on_cuda.zero_state(3))
+    state = runner_of(on_cuda).state(*on_cuda.zero_state(3))
     ids = np.zeros((3, 1), dtype=np.int64)
     for _ in range(5):
-        logits, state = on_cuda.runner.step(ids, state)
+        logits, state = runner_of(on_cuda).step(ids, state)
         assert isinstance(logits, np.ndarray)
         assert state.h.device_name() == state.c.device_name() == "cuda"
         ids = logits[:, -1].argmax(axis=1)[:, None]

@@ -16,9 +16,10 @@ from bard.export import export as export_module
 from bard.export.export import ExportRequest, export_run
 from bard.export.parity import LOGITS_TOL, SHAPES, STATE_TOL, ParityError, check_parity
 from bard.training.checkpoint import find_checkpoint, load_checkpoint, model_from_checkpoint
+from bard.training.data import eval_spans
 from bard.training.errors import UsageError
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, bard_cli
 
 
 def manifest_of(artifact: Path) -> dict:
@@ -117,13 +118,76 @@ def test_int8_variant_runs_and_stays_close(tiny_artifact: Path) -> None:
 
 
 def test_recorded_validation_loss_is_reproduced_by_the_sdk(tiny_artifact: Path) -> None:
+    """The recorded figure: the whole split in the run's 4 streams, each from the zero state."""
     text = (ROOT / "training" / "corpus" / "tinyshakespeare.txt.gz").read_bytes()
     import gzip
     corpus = gzip.decompress(text).decode()
     val = corpus[int(len(corpus) * 0.9):]
-    score = bard_sdk.load(tiny_artifact).score(val)
-    assert score.nats_per_char == pytest.approx(
-        manifest_of(tiny_artifact)["provenance"]["val_loss_nats"], abs=1e-4)
+    prov = manifest_of(tiny_artifact)["provenance"]
+    assert prov["val_streams"] == 4 and prov["sdk_check"]["chars"] == len(val)
+    model = bard_sdk.load(tiny_artifact)
+    scores = [model.score(val[a:b]) for a, b in eval_spans(len(val), 4)]
+    nats = sum(s.total_nats for s in scores) / sum(s.characters for s in scores)
+    assert nats == pytest.approx(prov["val_loss_nats"], abs=1e-4)
+    assert prov["prompt"] == "GREMIO:", "the first line of the validation split"
+    assert "'GREMIO:'" in (tiny_artifact / "README.md").read_text()
+
+
+def test_parity_gate_fails_on_nan_instead_of_passing(tiny_run: Path,
+                                                     tiny_artifact: Path) -> None:
+    import torch
+
+    model = model_from_checkpoint(load_checkpoint(find_checkpoint(tiny_run)))
+    with torch.no_grad():
+        model.head.bias.fill_(float("nan"))
+    with pytest.raises(ParityError, match="nan"):
+        check_parity(model, bard_sdk.load(tiny_artifact, device="cpu"), "ROMEO:")
+
+
+def nan_weights_run(tiny_run: Path, tmp_path: Path) -> Path:
+    """A copy of the run whose best checkpoint holds a NaN weight (its sha256 updated)."""
+    import hashlib
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    checkpoint = find_checkpoint(run)
+    weights = load_file(str(checkpoint / "model.safetensors"))
+    weights["head.bias"][0] = float("nan")
+    save_file(weights, str(checkpoint / "model.safetensors"))
+    state = json.loads((checkpoint / "state.json").read_text())
+    state["files"]["model.safetensors"] = hashlib.sha256(
+        (checkpoint / "model.safetensors").read_bytes()).hexdigest()
+    (checkpoint / "state.json").write_text(json.dumps(state))
+    assert not torch.isfinite(weights["head.bias"]).all()
+    return run
+
+
+def test_non_finite_weights_are_refused_with_exit_1(tiny_run: Path, tmp_path: Path) -> None:
+    run = nan_weights_run(tiny_run, tmp_path)
+    result = bard_cli("export", str(run), "--out", str(tmp_path / "art"))
+    assert result.returncode == 1, result.stderr
+    assert "export refused, nothing written" in result.stderr and "head.bias" in result.stderr
+    assert not (tmp_path / "art").exists()
+
+
+def test_non_finite_validation_loss_is_refused(tiny_run: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(export_module, "mean_nll", lambda *args: float("nan"))
+    with pytest.raises(export_module.QualityGateError, match="not finite"):
+        export_run(ExportRequest(run_dir=tiny_run, out=tmp_path / "art"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_manifest_never_holds_nan(tiny_artifact: Path, tmp_path: Path) -> None:
+    raw = manifest_of(tiny_artifact)
+    fields = {k: v for k, v in raw.items() if k != "format_version"}
+    fields["provenance"] = {**raw["provenance"], "val_loss_nats": float("nan")}
+    with pytest.raises(export_module.QualityGateError, match="non-finite"):
+        export_module.write_manifest(tmp_path, fields)
+    assert not (tmp_path / "manifest.json").exists()
 
 
 def test_existing_output_is_refused_without_force(tiny_run: Path, tmp_path: Path) -> None:

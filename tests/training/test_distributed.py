@@ -8,17 +8,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from bard.training.checkpoint import find_checkpoint, load_checkpoint, model_from_checkpoint
-from bard.training.data import Splits, Vocabulary, read_corpus, split_streams
+from bard.training.data import Splits, eval_spans
 from bard.training.evaluate import stream_nll
 
 from tests.conftest import bard_cli
 
 ARGS = ["--preset", "tiny", "--hidden-size", "32", "--embedding-dim", "16", "--seq-len", "32",
         "--batch-size", "8", "--max-steps", "30", "--eval-interval", "15", "--val-streams", "6",
-        "--device", "cpu", "--threads", "1", "--quiet"]
+        "--eval-chars", "20000", "--device", "cpu", "--threads", "1", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -50,12 +51,18 @@ def test_loss_falls_and_throughput_is_logged_per_rank(ddp_run: Path) -> None:
 
 
 def test_sharded_validation_equals_single_process(ddp_run: Path) -> None:
+    """Both the bounded evaluation subset and the final whole-split score."""
     checkpoint = load_checkpoint(find_checkpoint(ddp_run, "last"))
     model = model_from_checkpoint(checkpoint)
-    text, _ = read_corpus(None)
-    splits = Splits.from_tokens(Vocabulary(checkpoint.vocab).encode(text), 0.1, 32)
-    nll, count = stream_nll(model, split_streams(splits.val, 6), torch.device("cpu"))
-    assert checkpoint.state["val_loss"] == pytest.approx(nll / count, rel=1e-12)
+    tokens = np.memmap(ddp_run / "corpus.uint8.bin", dtype=np.uint8, mode="r")
+    val = Splits.from_tokens(tokens, 0.1, 32).val
+    cpu = torch.device("cpu")
+    nll, count = stream_nll(model, val, eval_spans(len(val), 6, 20_000), cpu)
+    assert count < 20_000 and checkpoint.state["val_loss"] == pytest.approx(nll / count,
+                                                                           rel=1e-12)
+    nll, count = stream_nll(model, val, eval_spans(len(val), 6), cpu)
+    assert count == len(val) - 6
+    assert checkpoint.state["val_loss_whole_split"] == pytest.approx(nll / count, rel=1e-12)
 
 
 def test_ddp_checkpoint_resumes_in_one_process(ddp_run: Path, tmp_path: Path) -> None:
@@ -63,8 +70,8 @@ def test_ddp_checkpoint_resumes_in_one_process(ddp_run: Path, tmp_path: Path) ->
 
     run = tmp_path / "run"
     shutil.copytree(ddp_run, run)
-    result = bard_cli("train", "--resume", str(run), "--max-steps", "40", "--quiet",
-                      check=True)
+    result = bard_cli("train", "--resume", str(run), "--max-steps", "40", "--extend",
+                      "--quiet", check=True)
     assert "at step 40" in result.stdout
     assert load_checkpoint(find_checkpoint(run, "last")).state["world_size"] == 1
 
@@ -86,7 +93,7 @@ def test_a_dead_rank_ends_the_job_instead_of_hanging(tmp_path: Path) -> None:
     while rank1 is None and time.time() < deadline and job.poll() is None:
         time.sleep(0.5)
         if (out / "run.json").exists():
-            rank1 = find_rank(1)
+            rank1 = find_rank(job.pid, 1)
     assert rank1 is not None, "rank 1 never started"
     time.sleep(1.0)
     os.kill(rank1, signal.SIGKILL)
@@ -95,17 +102,34 @@ def test_a_dead_rank_ends_the_job_instead_of_hanging(tmp_path: Path) -> None:
     assert "rank      : 1" in err or "rank: 1" in err, err[-2000:]
 
 
-def find_rank(rank: int) -> int | None:
-    """The pid of this user's bard training process with RANK=rank, from /proc."""
+def descendants(root: int) -> list[int]:
+    """Every process below `root`, nearest first, from the parent pids in /proc/<pid>/stat."""
+    children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            environ = (entry / "environ").read_bytes().split(b"\0")
-            cmdline = (entry / "cmdline").read_bytes()
+            stat = (entry / "stat").read_text()
         except OSError:
             continue
-        if b"bard" in cmdline and b"distributed.run" not in cmdline and \
-                f"RANK={rank}".encode() in environ:
-            return int(entry.name)
+        parent = int(stat[stat.rindex(")") + 2 :].split()[1])  # after "pid (comm) state"
+        children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(0), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def find_rank(job: int, rank: int) -> int | None:
+    """The pid of the worker with RANK=rank among the torchrun job's own descendants (the
+    nearest one: a worker's own children inherit its environment)."""
+    for pid in descendants(job):
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in environ:
+            return pid
     return None

@@ -1,18 +1,24 @@
-"""The training loop: outputs on disk, exact resume, the non-finite guard, run-dir safety."""
+"""The training loop: outputs on disk, exact resume and its horizon, the non-finite guard,
+bounded evaluation, early stopping, run-dir safety."""
 
 from __future__ import annotations
 
 import itertools
 import json
 import math
+import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from bard.training import train as train_module
-from bard.training.checkpoint import find_checkpoint, load_checkpoint
-from bard.training.config import TrainConfig
+from bard.training.checkpoint import find_checkpoint, load_checkpoint, model_from_checkpoint
+from bard.training.config import PRESETS, TrainConfig
+from bard.training.data import eval_spans
 from bard.training.errors import TrainingDiverged, UsageError
+from bard.training.evaluate import stream_nll
+from bard.training.schedule import Schedule
 from bard.training.train import RunRequest, learning_rate_at, train
 from safetensors.torch import load_file
 
@@ -24,6 +30,28 @@ SMALL = dict(TINY, hidden_size=32, num_layers=1, max_steps=20, eval_interval=10)
 def run(out: Path, **overrides: object) -> train_module.TrainResult:
     return train(RunRequest(out=out, preset="tiny", overrides={**SMALL, **overrides},
                             device="cpu", show_progress=False))
+
+
+def resume(out: Path, **options: object) -> train_module.TrainResult:
+    overrides = options.pop("overrides", {})
+    return train(RunRequest(out=out, resume=True, overrides=overrides,  # type: ignore[arg-type]
+                            device="cpu", show_progress=False, **options))  # type: ignore[arg-type]
+
+
+def poison_forward(monkeypatch: pytest.MonkeyPatch, call: int, training: bool) -> None:
+    """Make the `call`-th forward pass (in training or in evaluation mode) return NaN."""
+    real_forward = train_module.CharLSTM.forward
+    calls = {"n": 0}
+
+    def poisoned(self, tokens, state=None):  # type: ignore[no-untyped-def]
+        logits, new_state = real_forward(self, tokens, state)
+        if self.training == training:
+            calls["n"] += 1
+            if calls["n"] == call:
+                logits = logits * float("nan")
+        return logits, new_state
+
+    monkeypatch.setattr(train_module.CharLSTM, "forward", poisoned)
 
 
 def test_run_directory_holds_checkpoints_metrics_and_curve(tiny_run: Path) -> None:
@@ -40,11 +68,27 @@ def test_run_directory_holds_checkpoints_metrics_and_curve(tiny_run: Path) -> No
     assert train_losses[-1] < train_losses[0]
     assert all(r["chars_per_s"] > 0 for r in records if r["split"] == "train")
     assert not list(tiny_run.rglob("*.tmp")), "no temporary files left behind"
+    tokens = np.fromfile(tiny_run / "corpus.uint8.bin", dtype=np.uint8)
+    assert len(tokens) == 1_115_394 and int(tokens.max()) == 64
+    whole = [r for r in records if r["split"] == "val_whole"]
+    best = json.loads((find_checkpoint(tiny_run, "best") / "state.json").read_text())
+    assert len(whole) == 1 and best["val_loss_whole_split"] == whole[0]["loss"]
+    assert best["schedule"]["total_steps"] == 60
 
 
 def test_no_pickle_in_run_directory(tiny_run: Path) -> None:
     suffixes = {p.suffix for p in tiny_run.rglob("*") if p.is_file()}
-    assert suffixes <= {".json", ".jsonl", ".safetensors", ".png"}
+    assert suffixes <= {".json", ".jsonl", ".safetensors", ".png", ".bin"}
+
+
+def test_every_json_file_is_strict(tiny_run: Path) -> None:
+    def refuse(name: str) -> None:
+        raise AssertionError(f"non-strict JSON constant {name}")
+
+    for path in tiny_run.rglob("*.json*"):
+        for line in ([path.read_text()] if path.suffix == ".json" else
+                     path.read_text().splitlines()):
+            json.loads(line, parse_constant=refuse)
 
 
 def test_learning_rate_schedule_warms_up_then_decays() -> None:
@@ -56,13 +100,27 @@ def test_learning_rate_schedule_warms_up_then_decays() -> None:
     assert rates[-1] == pytest.approx(0.1, abs=1e-3)
 
 
+def test_a_longer_horizon_never_stretches_the_stored_schedule() -> None:
+    """The issue's case: the shakespeare preset (2,800 steps) continued to 4,000."""
+    config = TrainConfig(**PRESETS["shakespeare"].train)
+    schedule = Schedule.from_config(config)
+    assert schedule.lr_at(2799) == pytest.approx(1e-4, rel=1e-3)
+    extended = schedule.extended(2800, 4000)
+    rates = [extended.lr_at(s) for s in range(2790, 4000)]
+    assert max(abs(a - b) for a, b in itertools.pairwise(rates)) < 1e-6, "no jump"
+    assert max(rates) <= 1e-4 * 1.001
+    killed = schedule.extended(1500, 4000)  # extended mid-run: continuous, then decays
+    assert killed.lr_at(1500) == schedule.lr_at(1500)
+    assert killed.lr_at(3999) == pytest.approx(1e-4, rel=1e-3)
+    halved = killed.overridden(1e-3, None)
+    assert halved.lr_at(2000) == pytest.approx(killed.lr_at(2000) / 2)
+
+
 @pytest.mark.parametrize("weight_drop", [0.0, 0.3])
 def test_resume_is_exact(tmp_path: Path, weight_drop: float) -> None:
     straight = run(tmp_path / "straight", max_steps=20, weight_drop=weight_drop)
     run(tmp_path / "split", max_steps=10, decay_steps=20, weight_drop=weight_drop)
-    resumed = train(RunRequest(out=tmp_path / "split", resume=True,
-                               overrides={"max_steps": 20}, device="cpu",
-                               show_progress=False))
+    resumed = resume(tmp_path / "split", overrides={"max_steps": 20})
     assert straight.step == resumed.step == 20
     a = load_file(str(find_checkpoint(tmp_path / "straight", "last") / "model.safetensors"))
     b = load_file(str(find_checkpoint(tmp_path / "split", "last") / "model.safetensors"))
@@ -75,31 +133,60 @@ def test_resume_is_exact(tmp_path: Path, weight_drop: float) -> None:
 def test_resume_refuses_to_change_the_model(tmp_path: Path) -> None:
     run(tmp_path / "r", max_steps=10)
     with pytest.raises(UsageError, match="cannot change hidden_size"):
-        train(RunRequest(out=tmp_path / "r", resume=True,
-                         overrides={"hidden_size": 64}, device="cpu", show_progress=False))
+        resume(tmp_path / "r", overrides={"hidden_size": 64})
+    with pytest.raises(UsageError, match="without --override"):
+        resume(tmp_path / "r", overrides={"learning_rate": 1e-3})
 
 
-def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(
+def test_a_larger_max_steps_needs_extend_which_replans_from_the_current_step(
+        tmp_path: Path) -> None:
+    out = tmp_path / "r"
+    run(out, max_steps=10)
+    with pytest.raises(UsageError, match="pass --extend"):
+        resume(out, overrides={"max_steps": 20})
+    with pytest.raises(UsageError, match="--extend needs a --max-steps beyond"):
+        resume(out, overrides={"max_steps": 10}, extend=True)
+    before = Schedule(**load_checkpoint(find_checkpoint(out, "last")).state["schedule"])
+    result = resume(out, overrides={"max_steps": 20}, extend=True)
+    assert result.step == 20 and result.stopped == "finished"
+    after = Schedule(**load_checkpoint(find_checkpoint(out, "last")).state["schedule"])
+    assert after.total_steps == 20 and after.lr_at(10) == before.lr_at(10)
+    history = json.loads((out / "run.json").read_text())["history"]
+    assert [h["change"] for h in history] == ["extend"] and history[0]["max_steps"] == [10, 20]
+
+
+def test_non_finite_loss_stops_keeps_last_good_checkpoint_and_advice_works(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "nan"
-    real_forward = train_module.CharLSTM.forward
-    calls = {"n": 0}
-
-    def poisoned(self, tokens, state=None):  # type: ignore[no-untyped-def]
-        logits, new_state = real_forward(self, tokens, state)
-        if self.training:
-            calls["n"] += 1
-            if calls["n"] == 15:
-                logits = logits * float("nan")
-        return logits, new_state
-
-    monkeypatch.setattr(train_module.CharLSTM, "forward", poisoned)
+    poison_forward(monkeypatch, call=15, training=True)
     with pytest.raises(TrainingDiverged, match="step 15") as caught:
         run(out, max_steps=20)
     assert caught.value.step == 15
     checkpoint = load_checkpoint(find_checkpoint(out, "last"))
     assert checkpoint.step == 10
     assert all(torch.isfinite(t).all() for t in checkpoint.weights.values())
+    advice = re.search(r"bard train --resume (\S+) --override --learning-rate (\S+)",
+                       str(caught.value))
+    assert advice and Path(advice[1]) == out, str(caught.value)
+    monkeypatch.undo()
+    result = resume(out, overrides={"learning_rate": float(advice[2])}, override=True)
+    assert result.stopped == "finished" and result.step == 20
+    state = load_checkpoint(find_checkpoint(out, "last")).state
+    assert state["train_config"]["learning_rate"] == float(advice[2])
+    history = json.loads((out / "run.json").read_text())["history"]
+    assert history[0]["change"] == "override" and history[0]["step"] == 10
+
+
+def test_non_finite_validation_before_any_checkpoint_ends_the_run_and_frees_the_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "nan"
+    poison_forward(monkeypatch, call=1, training=False)
+    with pytest.raises(TrainingDiverged, match="validation loss is not finite") as caught:
+        run(out, max_steps=10)
+    assert "no checkpoint had been written" in str(caught.value)
+    assert not out.exists(), "nothing half-made is left behind"
+    monkeypatch.undo()
+    assert run(out, max_steps=10).stopped == "finished", "the same --out works again"
 
 
 def test_existing_run_is_refused_and_left_untouched(tmp_path: Path) -> None:
@@ -126,6 +213,7 @@ def test_non_empty_foreign_directory_is_refused(tmp_path: Path) -> None:
      ({"batch_size": 0}, "batch_size must be at least 1"),
      ({"dropout": 1.5}, "dropout"),
      ({"weight_drop": 1.0}, "weight drop"),
+     ({"eval_chars": 1}, "eval_chars must be at least 2"),
      ({"val_fraction": 1.0}, "val fraction")],
 )
 def test_nonsensical_sizes_are_refused(tmp_path: Path, overrides: dict[str, object],
@@ -135,14 +223,41 @@ def test_nonsensical_sizes_are_refused(tmp_path: Path, overrides: dict[str, obje
     assert not (tmp_path / "bad").exists()
 
 
-def test_custom_corpus_and_early_stopping(tmp_path: Path) -> None:
+def test_custom_corpus_is_learnt(tmp_path: Path) -> None:
     corpus = tmp_path / "abc.txt"
     corpus.write_text("abcabcabc\n" * 400, encoding="utf-8")
     result = train(RunRequest(out=tmp_path / "run", data=corpus, preset="tiny",
-                              overrides={**SMALL, "max_steps": 200, "eval_interval": 5,
-                                         "patience": 2, "seq_len": 16},
+                              overrides={**SMALL, "max_steps": 40, "seq_len": 16},
                               device="cpu", show_progress=False))
     checkpoint = load_checkpoint(find_checkpoint(tmp_path / "run"))
     assert checkpoint.vocab == ("\n", "a", "b", "c")
-    assert result.stopped in ("early-stop", "finished")
     assert result.best_val_loss < math.log(4), "learns a trivially periodic text"
+
+
+def test_patience_stops_a_run_that_no_longer_improves(tmp_path: Path) -> None:
+    """A learning rate far below float32 resolution leaves the weights bit-identical, so every
+    evaluation equals the first: with patience 2 the run must stop at the third."""
+    result = run(tmp_path / "run", max_steps=200, eval_interval=5, patience=2,
+                 learning_rate=1e-30, min_learning_rate=1e-30, dropout=0.0)
+    assert result.stopped == "early-stop" and result.step == 15
+    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if r["split"] == "val"]
+    assert len(losses) == 3 and len(set(losses)) == 1
+
+
+def test_evaluation_is_bounded_and_the_best_checkpoint_is_scored_on_the_whole_split(
+        tmp_path: Path) -> None:
+    result = run(tmp_path / "run", max_steps=20, eval_interval=10, eval_chars=3000,
+                 val_streams=4)
+    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["chars"] for r in records if r["split"] == "val"] == [3000, 3000]
+    whole = [r for r in records if r["split"] == "val_whole"]
+    assert len(whole) == 1 and whole[0]["chars"] == result.val_chars == 111_540
+    best = load_checkpoint(find_checkpoint(tmp_path / "run", "best"))
+    model = model_from_checkpoint(best)
+    val = np.fromfile(tmp_path / "run" / "corpus.uint8.bin", dtype=np.uint8)[-111_540:]
+    nll, count = stream_nll(model, val, eval_spans(len(val), 4), torch.device("cpu"))
+    assert count == 111_540 - 4
+    assert result.whole_val_loss == best.state["val_loss_whole_split"] == \
+        pytest.approx(nll / count, rel=1e-12)
+    assert result.best_val_loss != result.whole_val_loss, "the subset is not the whole split"
