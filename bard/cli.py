@@ -8,6 +8,7 @@ cause become one line on stderr and exit code 2; a traceback means a bug in bard
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import math
 import os
 import stat
@@ -58,35 +59,11 @@ def root() -> None:
 Opt = typer.Option
 
 
-@app.command()
 def train(
     out: Annotated[Path | None, Opt(help="Run directory to create.")] = None,
     resume: Annotated[Path | None, Opt(help="Continue the run in this directory.")] = None,
     data: Annotated[Path | None, Opt(help="UTF-8 text (default: bundled Shakespeare).")] = None,
     preset: Annotated[str, Opt(help="tiny | shakespeare")] = "tiny",
-    max_steps: Annotated[int | None, Opt(help="Stop after this many steps.")] = None,
-    decay_steps: Annotated[int | None, Opt(help="Cosine schedule length (max-steps).")] = None,
-    batch_size: Annotated[int | None, Opt(help="Windows per step (per process).")] = None,
-    seq_len: Annotated[int | None, Opt(help="Characters per window.")] = None,
-    learning_rate: Annotated[float | None, Opt("--learning-rate", "--lr")] = None,
-    min_learning_rate: Annotated[float | None, Opt("--min-learning-rate", "--min-lr")] = None,
-    warmup_steps: Annotated[int | None, Opt()] = None,
-    weight_decay: Annotated[float | None, Opt()] = None,
-    grad_clip: Annotated[float | None, Opt()] = None,
-    eval_interval: Annotated[int | None, Opt()] = None,
-    eval_chars: Annotated[int | None, Opt(
-        help="Validation characters per evaluation while training (default 1,000,000; the "
-             "best checkpoint is scored on the whole split at the end).")] = None,
-    val_fraction: Annotated[float | None, Opt()] = None,
-    val_streams: Annotated[int | None, Opt()] = None,
-    patience: Annotated[int | None, Opt(help="Early stop after N evals without gain.")] = None,
-    seed: Annotated[int | None, Opt()] = None,
-    precision: Annotated[str | None, Opt(help="auto | fp32 | bf16")] = None,
-    embedding_dim: Annotated[int | None, Opt()] = None,
-    hidden_size: Annotated[int | None, Opt()] = None,
-    num_layers: Annotated[int | None, Opt()] = None,
-    dropout: Annotated[float | None, Opt()] = None,
-    weight_drop: Annotated[float | None, Opt(help="DropConnect on recurrent weights.")] = None,
     device: Annotated[str, Opt(help="auto | cpu | cuda")] = "auto",
     threads: Annotated[int | None, Opt(help="CPU threads for PyTorch.")] = None,
     nproc: Annotated[int | None, Opt(help="Run under torchrun with N local processes.")] = None,
@@ -97,6 +74,7 @@ def train(
     override: Annotated[bool, Opt(
         help="With --resume: allow a new --learning-rate, --min-learning-rate or "
              "--grad-clip (e.g. after a divergence).")] = False,
+    **settings: Any,
 ) -> None:
     """Train a character LSTM (on the bundled Shakespeare corpus unless --data is given)."""
     require_train_extra("train")
@@ -108,17 +86,8 @@ def train(
 
     if (out is None) == (resume is None):
         fail("give exactly one of --out RUN_DIR (a new run) or --resume RUN_DIR")
-    overrides: dict[str, Any] = dict(
-        max_steps=max_steps, decay_steps=decay_steps, batch_size=batch_size, seq_len=seq_len,
-        learning_rate=learning_rate, min_learning_rate=min_learning_rate,
-        warmup_steps=warmup_steps, weight_decay=weight_decay, grad_clip=grad_clip,
-        eval_interval=eval_interval, eval_chars=eval_chars, val_fraction=val_fraction,
-        val_streams=val_streams,
-        patience=patience, seed=seed, precision=precision, embedding_dim=embedding_dim,
-        hidden_size=hidden_size, num_layers=num_layers, dropout=dropout,
-        weight_drop=weight_drop)
     request = RunRequest(out=resume or out, data=data, preset=preset,  # type: ignore[arg-type]
-                         overrides=overrides, device=device, threads=threads,
+                         overrides=dict(settings), device=device, threads=threads,
                          resume=resume is not None, show_progress=not quiet, extend=extend,
                          override=override)
     try:
@@ -150,6 +119,29 @@ def describe_losses(result: Any) -> str:
              f"{result.whole_val_loss:.4f}")
     return (f"best val loss {result.best_val_loss:.4f} nats/char on the evaluation subset "
             f"({result.eval_chars:,} characters){whole}")
+
+
+def with_config_options(command: Any) -> Any:
+    """Give `command` one `--option` per config field declared with `option(...)` in
+    training/config.py (its help and extra flags come from there: one declaration per
+    option), placed after `--preset`, all defaulting to None ("the preset's value")."""
+    from bard.training.config import cli_options
+
+    fixed = list(inspect.signature(command, eval_str=True).parameters.values())
+    derived = [inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=None,
+        annotation=Annotated[kind | None, Opt(f"--{name.replace('_', '-')}", *flags,
+                                              help=text, show_default=False)])
+        for name, kind, text, flags in cli_options()]
+    cut = [p.name for p in fixed].index("preset") + 1
+    plain = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in fixed
+             if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    command.__signature__ = inspect.Signature([*plain[:cut], *derived, *plain[cut:]],
+                                              return_annotation=None)
+    return command
+
+
+app.command()(with_config_options(train))
 
 
 # ---------------------------------------------------------------------------- export

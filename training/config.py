@@ -14,6 +14,24 @@ from typing import Any
 from .errors import UsageError
 
 
+def option(default: Any, help: str, *flags: str) -> Any:
+    """A config field that is also a `bard train` option: its help text and any extra flags
+    live here, once; the CLI derives `--field-name` from the field (see bard/cli.py)."""
+    return field(default=default, metadata={"help": help, "flags": flags})
+
+
+def cli_options() -> list[tuple[str, type, str, tuple[str, ...]]]:
+    """(name, type, help, extra flags) of every field declared with `option`, model first."""
+    found = []
+    for config in (ModelConfig, TrainConfig):
+        hints = {"int": int, "float": float, "str": str, "int | None": int}
+        for item in dataclasses.fields(config):
+            if "help" in item.metadata:
+                found.append((item.name, hints[str(item.type)], item.metadata["help"],
+                              item.metadata["flags"]))
+    return found
+
+
 def check_finite(config: object) -> None:
     """NaN passes every `x < 0` check, so non-finite floats are refused before any other."""
     for item in dataclasses.fields(config):  # type: ignore[arg-type]
@@ -28,11 +46,12 @@ class ModelConfig:
     """Sizes of the character LSTM; the vocabulary size comes from the corpus."""
 
     vocab_size: int
-    embedding_dim: int = 64
-    hidden_size: int = 256
-    num_layers: int = 2
-    dropout: float = 0.1
-    weight_drop: float = 0.0  # DropConnect on the recurrent weights while training (AWD-LSTM)
+    embedding_dim: int = option(64, "Size of each character's embedding.")
+    hidden_size: int = option(256, "LSTM units per layer.")
+    num_layers: int = option(2, "Stacked LSTM layers.")
+    dropout: float = option(0.1, "Dropout between and after the LSTM layers.")
+    weight_drop: float = option(0.0, "DropConnect on the recurrent weights while training "
+                                "(AWD-LSTM).")
 
     def validate(self) -> None:
         check_finite(self)
@@ -49,24 +68,27 @@ class ModelConfig:
 class TrainConfig:
     """Optimisation and bookkeeping settings; `decay_steps` defaults to `max_steps`."""
 
-    batch_size: int = 32
-    seq_len: int = 64
-    max_steps: int = 300
-    decay_steps: int | None = None
-    warmup_steps: int = 20
-    learning_rate: float = 3e-3
-    min_learning_rate: float = 3e-4
-    weight_decay: float = 0.1
+    batch_size: int = option(32, "Windows per step (per process).")
+    seq_len: int = option(64, "Characters per window.")
+    max_steps: int = option(300, "Stop after this many steps.")
+    decay_steps: int | None = option(None, "Cosine schedule length (default: max-steps).")
+    warmup_steps: int = option(20, "Linear warm-up steps.")
+    learning_rate: float = option(3e-3, "Peak learning rate.", "--lr")
+    min_learning_rate: float = option(3e-4, "Learning rate at the end of the cosine.",
+                                      "--min-lr")
+    weight_decay: float = option(0.1, "AdamW weight decay (matrices only).")
     beta1: float = 0.9
     beta2: float = 0.99
-    grad_clip: float = 1.0
-    eval_interval: int = 100
-    eval_chars: int = 1_000_000  # validation characters per evaluation while training
-    val_fraction: float = 0.1
-    val_streams: int = 16
-    patience: int | None = None
-    seed: int = 1337
-    precision: str = "auto"  # auto | fp32 | bf16 (auto: bf16 on CUDA, fp32 on CPU)
+    grad_clip: float = option(1.0, "Clip the gradient norm to this.")
+    eval_interval: int = option(100, "Evaluate (and checkpoint) every N steps.")
+    eval_chars: int = option(1_000_000, "Validation characters per evaluation while "
+                             "training; the best checkpoint is scored on the whole split at "
+                             "the end.")
+    val_fraction: float = option(0.1, "The last fraction of the corpus is validation.")
+    val_streams: int = option(16, "Validation streams evaluated side by side.")
+    patience: int | None = option(None, "Early stop after N evaluations without gain.")
+    seed: int = option(1337, "Seed for initialisation and batches.")
+    precision: str = option("auto", "auto | fp32 | bf16 (auto: bf16 on CUDA, fp32 on CPU).")
 
     @property
     def schedule_steps(self) -> int:

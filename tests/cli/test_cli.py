@@ -174,3 +174,17 @@ def test_generate_and_eval_bad_input(tiny_artifact: Path, tmp_path: Path) -> Non
     skipped = bard_cli("eval", str(text), "--model", art, "--on-unknown", "skip", "--json",
                        check=True)
     assert json.loads(skipped.stdout)["characters"] == len(text.read_text()) - 3
+
+
+def test_train_options_are_derived_from_the_config() -> None:
+    """One declaration per option (training/config.py): every one is a `bard train` flag with
+    its help text, and a new config field needs no CLI edit."""
+    from bard.training.config import cli_options
+
+    shown = bard_cli("train", "--help", env={"COLUMNS": "250"}, check=True).stdout
+    options = cli_options()
+    assert len(options) >= 20
+    for name, _, text, flags in options:
+        assert f"--{name.replace('_', '-')}" in shown, name
+        assert all(flag in shown for flag in flags), name
+        assert text.split(".")[0][:30] in " ".join(shown.split()), name
