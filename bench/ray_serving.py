@@ -1,9 +1,10 @@
 """`bard bench --serving --ray`: plain `bard serve` against Ray Serve with 1 and 2 replicas.
 
 The same streaming HTTP clients as `bard bench --serving` (1, 8, 32 and 128 callers) hit three
-servers in turn, each given the same cores: `bard serve` with one engine on all of them, and
-`bard serve --ray` with one replica on all of them, then two replicas on half each (threads =
-CPUs per replica, so the replicas do not oversubscribe the machine).
+servers, all running at once and measured in alternating order, each given the same cores:
+`bard serve` with one engine on all of them, and `bard serve --ray` with one replica on all of
+them, then two replicas on half each (threads = CPUs per replica, so the replicas do not
+oversubscribe the machine).
 
 Beside the rates it records the CPU time each part of the server spent per 1,000 characters
 (replicas, Ray's HTTP proxy, the rest of Ray), read from /proc for the server's process tree:
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -39,6 +41,8 @@ ROLES = (("ray::ServeReplica", "replicas"), ("ray::ProxyActor", "HTTP proxy"))
 class RayServingReport(ServingReport):
     # "mode @callers" -> part of the server -> CPU milliseconds per 1,000 characters served
     cpu_ms_per_kchar: dict[str, dict[str, float]] = field(default_factory=dict)
+    # "mode @callers" -> the machine's 1-minute load average when that measurement ended
+    load: dict[str, float] = field(default_factory=dict)
 
 
 def process_tree(root: int) -> list[int]:
@@ -95,27 +99,36 @@ def run_ray_serving_bench(artifact: Path | None, quick: bool, out_dir: Path,
     cores = threads or len(os.sched_getaffinity(0))
     report = RayServingReport(str(path), {**asdict(config), "cores": cores})
     most = max(config.callers)
-    for mode, options in setups(cores):
-        server, url, model_id = start_server(path, most, None, options)
-        try:
-            warm = replace(config, requests=1)
-            asyncio.run(http_clients(url + "/v1/completions", model_id, 2, warm))
-            for callers in config.callers:
+    servers: list[tuple[str, subprocess.Popen[str], str, str]] = []
+    try:
+        for mode, options in setups(cores):  # all up at once: each comparison is made
+            servers.append((mode, *start_server(path, most, None, options)))  # side by side
+        for _, _, url, model_id in servers:
+            asyncio.run(http_clients(url + "/v1/completions", model_id, 2,
+                                     replace(config, requests=1)))  # warm-up
+        for turn, callers in enumerate(config.callers):
+            # ABC, then CBA: a machine whose load drifts favours no server
+            for mode, server, url, model_id in servers[:: 1 if turn % 2 == 0 else -1]:
                 before = cpu_seconds(server.pid)
                 chars, seconds, first = asyncio.run(
                     http_clients(url + "/v1/completions", model_id, callers, config))
                 after = cpu_seconds(server.pid)
                 result = summarise(mode, callers, chars, seconds, first)
                 report.results.append(result)
-                report.cpu_ms_per_kchar[f"{mode} @{callers}"] = {
+                key = f"{mode} @{callers}"
+                report.cpu_ms_per_kchar[key] = {
                     role: 1e6 * (after[role] - before.get(role, 0.0)) / chars
                     for role in sorted(after)}
+                report.load[key] = os.getloadavg()[0]
                 print(f"  {mode:>48} x{callers:<4} {result.chars_per_s:>10,.0f} chars/s  first "
-                      f"char p50 {ms(result.ttfc_p50_ms)} p99 {ms(result.ttfc_p99_ms)}",
-                      file=sys.stderr)
-        finally:
+                      f"char p50 {ms(result.ttfc_p50_ms)} p99 {ms(result.ttfc_p99_ms)}  load "
+                      f"{report.load[key]:.1f}", file=sys.stderr)
+    finally:
+        for _, server, _, _ in servers:
             server.terminate()
+        for _, server, _, _ in servers:
             server.wait(timeout=60)
+    report.results.sort(key=lambda r: ([m for m, _ in setups(cores)].index(r.mode), r.callers))
     for mode, _ in setups(cores)[1:]:
         for callers in config.callers:
             report.ratios[f"{mode} / bard serve @{callers}"] = (
