@@ -126,6 +126,11 @@ def test_builtin_schema_checker_agrees_with_jsonschema(tiny_artifact: Path) -> N
         {**good, "files": {"fp32": {**good["files"]["fp32"], "sha256": "xyz"}}},
         {**good, "extra": 1},
         {k: v for k, v in good.items() if k != "graph"},
+        {**good, "name": "x" * 201},
+        {**good, "vocabulary": ["\ud800", *good["vocabulary"][1:]]},
+        {**good, "files": {**good["files"], "Bad Key": good["files"]["fp32"]}},
+        {**good, "graph": {**good["graph"], "inputs": [
+            {"name": "tokens", "dtype": "int64", "shape": ["batch"] * 9}]}},
     ]
     assert validate_manifest_schema(good) == []
     jsonschema.validate(good, schema)
