@@ -525,4 +525,4 @@ _live_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
 def _close_engines() -> None:
     """Interpreter exit: stop every engine's thread between two steps, not inside one."""
     for engine in list(_live_engines):
-        engine.close(timeout=5.0)
+        engine.close(timeout=30.0)

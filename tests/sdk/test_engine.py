@@ -205,6 +205,6 @@ def test_interpreter_exits_with_an_engine_still_running(tiny_artifact: Path) -> 
         "print(engine.generate('ROMEO:', 5, seed=1))\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=60)
+                            timeout=300)
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.rstrip("\n")) >= 1 and "Traceback" not in result.stderr
