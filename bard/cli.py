@@ -373,7 +373,8 @@ def bench(
                                            "with 1 and 2 replicas (ray-serving.json).")] = False,
     corpus_scale: Annotated[bool, Opt(
         help="Only the corpus-scale section: encoding speed and training memory on corpora "
-             "built from the Python standard library's sources.")] = False,
+             "built from the Python standard library's sources (with --quick: encoding "
+             "only).")] = False,
     corpus_mb: Annotated[list[float] | None, Opt(
         help="Corpus sizes in MB for --corpus-scale (repeatable; default 100).")] = None,
     corpus_kind: Annotated[list[str] | None, Opt(
@@ -413,7 +414,7 @@ def bench(
         kinds = tuple(corpus_kind or VARIANTS)
         if set(kinds) - set(VARIANTS):
             fail(f"--corpus-kind must be one of {', '.join(VARIANTS)}, got {', '.join(kinds)}")
-        run_corpus_scale(sizes, out, steps=2 if quick else 20, variants=kinds, threads=threads)
+        run_corpus_scale(sizes, out, variants=kinds, threads=threads, train=not quick)
         return
 
     with user_errors(bard_sdk.BardError):

@@ -14,7 +14,9 @@ measures a vocabulary that fits uint8 (the sources themselves need uint16). For 
 
 from __future__ import annotations
 
+import os
 import shutil
+import statistics
 import subprocess
 import sys
 import sysconfig
@@ -57,11 +59,13 @@ class ScaleResult:
     encode_s: float
     encode_mb_per_s: float
     encode_cpu_mb_per_s: float  # per second of this process's CPU time: robust to a busy host
-    train_wall_s: float
-    train_peak_rss_mb: float
-    baseline_peak_rss_mb: float
-    corpus_bytes_per_char: float
-    command: str
+    load_average: float  # the host's 1-minute load average after the encoding
+    encode_repeats: int  # the encoding figures are medians over these runs
+    train_wall_s: float | None  # None: encoding only (--quick)
+    train_peak_rss_mb: float | None
+    baseline_peak_rss_mb: float | None
+    corpus_bytes_per_char: float | None
+    command: str | None
 
 
 def stdlib_sources(ascii_only: bool) -> bytes:
@@ -125,30 +129,42 @@ def train_peak(corpus: Path, run: Path, steps: int,
 
 def run_corpus_scale(sizes_mb: list[float], out_dir: Path, steps: int = 20,
                      variants: tuple[str, ...] = VARIANTS, baseline_mb: float = BASELINE_MB,
-                     threads: int | None = None) -> list[ScaleResult]:
+                     threads: int | None = None, train: bool = True,
+                     repeats: int = 3) -> list[ScaleResult]:
+    """Each variant at each size; `train=False` measures the encoding only (minutes less:
+    the training child's time is the whole-split evaluation of the best checkpoint)."""
     results = []
     with tempfile.TemporaryDirectory(prefix="bard-corpus-scale-") as tmp:
         work = Path(tmp)
         for variant in variants:
-            base = work / f"{variant}-base.txt"
-            write_corpus(base, variant, int(baseline_mb * 1e6), every_symbol=True)
-            _, _, base_chars, _, _ = timed_encoding(base, work / "enc")
-            base_peak, _, _ = train_peak(base, work / "base-run", steps, threads)
-            remove_tree(work / "base-run")
+            base_peak = base_chars = None
+            if train:
+                base = work / f"{variant}-base.txt"
+                write_corpus(base, variant, int(baseline_mb * 1e6), every_symbol=True)
+                base_chars = timed_encoding(base, work / "enc")[2]
+                base_peak = train_peak(base, work / "base-run", steps, threads)[0]
+                remove_tree(work / "base-run")
             for size_mb in sizes_mb:
                 corpus = work / f"{variant}-{size_mb:g}MB.txt"
                 write_corpus(corpus, variant, int(size_mb * 1e6))
-                encode_s, cpu_s, chars, distinct, dtype = timed_encoding(corpus, work / "enc")
-                peak, wall, command = train_peak(corpus, work / "run", steps, threads)
-                remove_tree(work / "run")
                 size = corpus.stat().st_size
+                runs = [timed_encoding(corpus, work / "enc") for _ in range(repeats)]
+                _, _, chars, distinct, dtype = runs[0]
+                encode_s = statistics.median(r[0] for r in runs)
+                cpu_s = statistics.median(r[1] for r in runs)
+                load = os.getloadavg()[0]
+                peak = wall = per_char = command = None
+                if train and base_peak is not None and base_chars is not None:
+                    peak, wall, command = train_peak(corpus, work / "run", steps, threads)
+                    remove_tree(work / "run")
+                    per_char = (peak - base_peak) * 2**20 / max(chars - base_chars, 1)
+                    command = (command.replace(str(corpus), f"<{variant} {size_mb:g} MB>")
+                               .replace(str(work / "run"), "RUN"))
                 corpus.unlink()
                 results.append(ScaleResult(
                     variant, size, chars, distinct, dtype, encode_s, size / encode_s / 1e6,
-                    size / cpu_s / 1e6, wall, peak, base_peak,
-                    (peak - base_peak) * 2**20 / max(chars - base_chars, 1),
-                    command.replace(str(corpus), f"<{variant} {size_mb:g} MB>")
-                    .replace(str(work / "run"), "RUN")))
+                    size / cpu_s / 1e6, load, repeats, wall, peak, base_peak, per_char,
+                    command))
                 print(describe(results[-1]), file=sys.stderr, flush=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "corpus_scale.json",
@@ -161,21 +177,26 @@ def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def number(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
 def describe(r: ScaleResult) -> str:
     return (f"  {r.variant} {r.corpus_bytes / 1e6:,.0f} MB ({r.distinct_chars} symbols, "
             f"{r.dtype}): encode {r.encode_mb_per_s:,.0f} MB/s ({r.encode_cpu_mb_per_s:,.0f} per "
-            f"CPU second), train peak RSS "
-            f"{r.train_peak_rss_mb:,.0f} MB, corpus {r.corpus_bytes_per_char:.3f} bytes/char")
+            f"CPU second, load {r.load_average:.1f}), train peak RSS "
+            f"{number(r.train_peak_rss_mb)} MB, corpus {number(r.corpus_bytes_per_char, 3)} "
+            "bytes/char")
 
 
 def table(results: list[ScaleResult]) -> str:
-    lines = ["| corpus | MB | characters | symbols | ids | encode MB/s (per CPU s) | peak RSS "
-             "MB (1 MB corpus) | corpus bytes/char | train wall s |",
+    lines = ["| corpus | MB | characters | symbols | ids | encode MB/s (per CPU s; load) | "
+             "peak RSS MB (1 MB corpus) | corpus bytes/char | train wall s |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {r.variant} | {r.corpus_bytes / 1e6:,.0f} | {r.chars:,} | {r.distinct_chars} "
-              f"| {r.dtype} | {r.encode_mb_per_s:,.0f} ({r.encode_cpu_mb_per_s:,.0f}) | "
-              f"{r.train_peak_rss_mb:,.0f} "
-              f"({r.baseline_peak_rss_mb:,.0f}) | {r.corpus_bytes_per_char:.3f} | "
-              f"{r.train_wall_s:,.0f} |" for r in results]
+              f"| {r.dtype} | {r.encode_mb_per_s:,.0f} ({r.encode_cpu_mb_per_s:,.0f}; "
+              f"{r.load_average:.1f}) | {number(r.train_peak_rss_mb)} "
+              f"({number(r.baseline_peak_rss_mb)}) | {number(r.corpus_bytes_per_char, 3)} | "
+              f"{number(r.train_wall_s)} |" for r in results]
     return "\n".join(lines)
 

@@ -89,3 +89,6 @@ def test_corpus_scale_section_smoke(tmp_path: Path) -> None:
     assert "bard train --preset tiny --max-steps 2 --data <python 2 MB>" in result.command
     saved = json.loads((tmp_path / "corpus_scale.json").read_text())
     assert saved[0]["chars"] == result.chars
+    [ascii_only] = run_corpus_scale([2.0], tmp_path / "encode", variants=("python-ascii",),
+                                    train=False, repeats=1)
+    assert ascii_only.dtype == "uint8" and ascii_only.train_peak_rss_mb is None
