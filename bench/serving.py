@@ -7,7 +7,9 @@ For 1, 8, 32 and 128 callers, each making `requests` requests of `new_chars` cha
 - `threads x Engine.stream`: one thread per caller on one continuously batched engine;
 - `HTTP x bard serve`: asyncio clients streaming from a `bard serve` subprocess.
 
-Aggregate chars/s and the p50/p99 time to first character per request, all in one run.
+Aggregate chars/s, the p50/p99 time to first character per request, and CPU time per 1,000
+characters (this process's, plus the server's for HTTP), all in one run. On a shared host the
+CPU per character is the steadier figure: it does not depend on the share of cores a run got.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,6 +51,8 @@ class ServingResult:
     chars_per_s: float
     ttfc_p50_ms: float | None  # None for the batched ceiling: no caller waits alone
     ttfc_p99_ms: float | None
+    cpu_ms_per_kchar: float | None = None  # every process involved: bench (+ server)
+    server_cpu_ms_per_kchar: float | None = None  # HTTP only: the `bard serve` process
 
 
 @dataclass
@@ -67,10 +72,47 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def summarise(mode: str, callers: int, chars: int, seconds: float,
-              first_chars: list[float]) -> ServingResult:
+              first_chars: list[float], cpu_s: float | None = None,
+              server_cpu_s: float | None = None) -> ServingResult:
     ms = [t * 1e3 for t in first_chars]
+    per_kchar = 1e6 / max(chars, 1)
     return ServingResult(mode, callers, chars / seconds, percentile(ms, 0.5) if ms else None,
-                         percentile(ms, 0.99) if ms else None)
+                         percentile(ms, 0.99) if ms else None,
+                         None if cpu_s is None else cpu_s * per_kchar,
+                         None if server_cpu_s is None else server_cpu_s * per_kchar)
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a live process so far (Linux /proc), else None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds this process and, optionally, a server process used inside a `with`."""
+
+    def __init__(self, server_pid: int | None = None) -> None:
+        self.server_pid = server_pid
+        self.own = 0.0
+        self.server: float | None = None
+
+    def __enter__(self) -> CpuMeter:
+        self._own = time.process_time()
+        self._server = None if self.server_pid is None else process_cpu_s(self.server_pid)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.own = time.process_time() - self._own
+        if self.server_pid is not None and self._server is not None:
+            end = process_cpu_s(self.server_pid)
+            self.server = None if end is None else end - self._server
+
+    @property
+    def total(self) -> float:
+        return self.own + (self.server or 0.0)
 
 
 def seeds_of(caller: int, config: ServingConfig) -> list[int]:
@@ -105,13 +147,14 @@ def run_threads(callers: int, config: ServingConfig,
 
 
 def ceiling(model: bard_sdk.Model, callers: int, config: ServingConfig) -> ServingResult:
-    start = time.perf_counter()
-    for r in range(config.requests):
-        model.generate([""] * callers, config.new_chars, temperature=TEMPERATURE,
-                       seed=[c * config.requests + r for c in range(callers)])
-    seconds = time.perf_counter() - start
+    with CpuMeter() as cpu:
+        start = time.perf_counter()
+        for r in range(config.requests):
+            model.generate([""] * callers, config.new_chars, temperature=TEMPERATURE,
+                           seed=[c * config.requests + r for c in range(callers)])
+        seconds = time.perf_counter() - start
     return summarise("batched generate", callers, callers * config.requests * config.new_chars,
-                     seconds, [])
+                     seconds, [], cpu.total)
 
 
 async def http_clients(url: str, model_id: str, callers: int,
@@ -163,9 +206,28 @@ def start_server(artifact: Path, max_active: int, threads: int | None,
     for line in process.stderr:
         match = re.search(r"bard serve: (\S+) on \w+ at (http://\S+)", line)
         if match:
-            threading.Thread(target=process.stderr.read, daemon=True).start()
+            threading.Thread(target=keep_tail, args=(process,), daemon=True).start()
             return process, match.group(2), match.group(1)
     raise RuntimeError("bard serve did not start")
+
+
+SERVER_TAILS: dict[int, deque[str]] = {}
+
+
+def keep_tail(process: subprocess.Popen[str]) -> None:
+    """Drain the server's stderr (a full pipe would block it), keeping the last lines for an
+    error message."""
+    tail = SERVER_TAILS.setdefault(process.pid, deque(maxlen=20))
+    assert process.stderr is not None
+    for line in process.stderr:
+        tail.append(line.rstrip())
+
+
+def server_failure(process: subprocess.Popen[str], err: Exception) -> RuntimeError:
+    state = "running" if process.poll() is None else f"exited with {process.returncode}"
+    tail = "\n".join(SERVER_TAILS.get(process.pid, ())) or "(nothing on stderr)"
+    return RuntimeError(f"HTTP clients failed ({type(err).__name__}: {err}); bard serve is "
+                        f"{state}; its last stderr lines:\n{tail}")
 
 
 def run_serving_bench(artifact: Path | None, quick: bool, out_dir: Path,
@@ -182,24 +244,30 @@ def run_serving_bench(artifact: Path | None, quick: bool, out_dir: Path,
         model.generate("", 20)  # warm-up
         for callers in config.callers:
             report.results.append(ceiling(model, callers, config))
-            chars, seconds, first = run_threads(
-                callers, config,
-                lambda seed: model.stream("", config.new_chars, seed=seed, **options))
+            with CpuMeter() as cpu:
+                chars, seconds, first = run_threads(
+                    callers, config,
+                    lambda seed: model.stream("", config.new_chars, seed=seed, **options))
             report.results.append(summarise("threads x Model.stream", callers, chars, seconds,
-                                            first))
-            chars, seconds, first = run_threads(
-                callers, config,
-                lambda seed: engine.stream("", config.new_chars, seed=seed, **options))
+                                            first, cpu.total))
+            with CpuMeter() as cpu:
+                chars, seconds, first = run_threads(
+                    callers, config,
+                    lambda seed: engine.stream("", config.new_chars, seed=seed, **options))
             report.results.append(summarise("threads x Engine.stream", callers, chars, seconds,
-                                            first))
-            chars, seconds, first = asyncio.run(
-                http_clients(url + "/v1/completions", model_id, callers, config))
+                                            first, cpu.total))
+            with CpuMeter(server.pid) as cpu:
+                try:
+                    chars, seconds, first = asyncio.run(
+                        http_clients(url + "/v1/completions", model_id, callers, config))
+                except Exception as err:
+                    raise server_failure(server, err) from err
             report.results.append(summarise("HTTP x bard serve", callers, chars, seconds,
-                                            first))
+                                            first, cpu.total, cpu.server))
             for result in report.results[-4:]:
                 print(f"  {result.mode:>24} x{callers:<4} {result.chars_per_s:>10,.0f} chars/s"
-                      f"  first char p50 {ms(result.ttfc_p50_ms)} p99 {ms(result.ttfc_p99_ms)}",
-                      file=sys.stderr)
+                      f"  first char p50 {ms(result.ttfc_p50_ms)} p99 {ms(result.ttfc_p99_ms)}"
+                      f"  CPU {cpu_ms(result.cpu_ms_per_kchar)} ms/kchar", file=sys.stderr)
     finally:
         engine.close()
         server.terminate()
@@ -209,6 +277,11 @@ def run_serving_bench(artifact: Path | None, quick: bool, out_dir: Path,
         for mode in ("threads x Model.stream", "threads x Engine.stream", "HTTP x bard serve"):
             report.ratios[f"{mode} / batched @{callers}"] = (
                 report.get(mode, callers).chars_per_s / top)
+        http, batched = report.get("HTTP x bard serve", callers), report.get("batched generate",
+                                                                               callers)
+        if http.server_cpu_ms_per_kchar and batched.cpu_ms_per_kchar:
+            report.ratios[f"server CPU per char / batched @{callers}"] = (
+                http.server_cpu_ms_per_kchar / batched.cpu_ms_per_kchar)
     write_serving(report, out_dir)
     return report
 
@@ -224,14 +297,21 @@ def write_serving(report: ServingReport, out_dir: Path, name: str = "serving.jso
 
 def serving_table(report: ServingReport) -> str:
     lines = [f"model: {report.model}", "",
-             "| mode | callers | chars/s | first char p50 (ms) | first char p99 (ms) |",
-             "| --- | --- | --- | --- | --- |"]
+             "| mode | callers | chars/s | first char p50 | first char p99 "
+             "| CPU ms / 1,000 chars (server's) |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for r in report.results:
+        server = "" if r.server_cpu_ms_per_kchar is None else \
+            f" ({cpu_ms(r.server_cpu_ms_per_kchar)})"
         lines.append(f"| {r.mode} | {r.callers} | {r.chars_per_s:,.0f} | {ms(r.ttfc_p50_ms)} "
-                     f"| {ms(r.ttfc_p99_ms)} |")
+                     f"| {ms(r.ttfc_p99_ms)} | {cpu_ms(r.cpu_ms_per_kchar)}{server} |")
     lines += ["", "| ratio | value |", "| --- | --- |"]
     lines += [f"| {name} | {value:.2f}x |" for name, value in report.ratios.items()]
     return "\n".join(lines)
+
+
+def cpu_ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
 
 
 def ms(value: float | None) -> str:

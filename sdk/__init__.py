@@ -54,12 +54,16 @@ def bundled_model_path() -> Path:
 
 
 def load(path: str | Path | None = None, *, device: str = "auto", variant: str = "fp32",
-         threads: int | None = None) -> Model:
-    """Load an artifact directory (default: the bundled model), verified against its manifest."""
+         threads: int | None = None, spin: bool = True) -> Model:
+    """Load an artifact directory (default: the bundled model), verified against its manifest.
+
+    `threads` sizes onnxruntime's intra-op pool (default: one per core); `spin=False` lets its
+    workers sleep between calls instead of spin-waiting, for a process whose other threads
+    (an event loop, callers) need the cores too, as in `bard serve`."""
     if path is not None and not isinstance(path, (str, os.PathLike)):
         raise InvalidArgumentError(f"path must be a str or os.PathLike, got {type(path).__name__}")
     directory = bundled_model_path() if path is None else Path(path)
-    return Model(directory, device=device, variant=variant, threads=threads)
+    return Model(directory, device=device, variant=variant, threads=threads, spin=spin)
 
 
 def generate(prompt: str | Sequence[str], max_new_chars: int = 200, **options: object

@@ -18,7 +18,14 @@ from .errors import ArtifactError, InvalidArgumentError
 from .generation import PADDING_ID, Batch, prefill
 from .manifest import Manifest, read_manifest, read_model_bytes
 from .onnx_scan import check_self_contained
-from .runtime import MODEL_ERRORS, Runner, create_session, first_line, make_runner
+from .runtime import (
+    MODEL_ERRORS,
+    Runner,
+    ThreadSettings,
+    create_session,
+    first_line,
+    make_runner,
+)
 from .sampling import SamplingParams, row_keys
 from .vocab import OnUnknown, Vocabulary
 
@@ -99,7 +106,7 @@ class Model:
     their state in locals, and `InferenceSession.run` is thread-safe."""
 
     def __init__(self, directory: Path, *, device: str = "auto", variant: str = "fp32",
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, spin: bool = True) -> None:
         if not isinstance(variant, str):
             raise InvalidArgumentError(f"variant must be a string, got {describe(variant)}")
         self.manifest: Manifest = read_manifest(directory)
@@ -107,7 +114,8 @@ class Model:
         check_self_contained(data)
         if variant == "int8" and device == "auto":
             device = "cpu"  # DynamicQuantizeLSTM is a CPU kernel
-        self._ort_session, self.device = create_session(data, device, threads)
+        self._ort_session, self.device = create_session(data, device,
+                                                            ThreadSettings(threads, spin))
         self.variant = variant
         self.vocab = Vocabulary(self.manifest.vocabulary)
         self._check_graph()

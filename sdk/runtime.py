@@ -38,21 +38,36 @@ MODEL_ERRORS: tuple[type[Exception], ...] = tuple(
     if isinstance(getattr(_ORT, name, None), type))
 
 
-def session_options(threads: int | None) -> ort.SessionOptions:
+@dataclass(frozen=True)
+class ThreadSettings:
+    """onnxruntime's intra-op pool: its size (None: one per core) and whether its workers
+    spin-wait between calls. Spinning shortens each call when the process has the cores to
+    itself; a server whose event loop and clients share the cores wants them to sleep."""
+
+    count: int | None = None
+    spin: bool = True
+
+
+def session_options(threads: ThreadSettings) -> ort.SessionOptions:
     """Deliberate settings: all graph optimisations, a fixed intra-op pool, no inter-op pool
     (one LSTM chain has nothing to run in parallel), sequential execution."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.inter_op_num_threads = 1
-    if threads is not None:
-        options.intra_op_num_threads = integer(threads, "threads", minimum=1, maximum=4096)
+    if threads.count is not None:
+        options.intra_op_num_threads = integer(threads.count, "threads", minimum=1,
+                                               maximum=4096)
+    if not isinstance(threads.spin, bool):
+        raise InvalidArgumentError(f"spin must be True or False, got {describe(threads.spin)}")
+    if not threads.spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
     return options
 
 
 def create_session(model: bytes, device: str,
-                   threads: int | None) -> tuple[ort.InferenceSession, str]:
+                   threads: ThreadSettings) -> tuple[ort.InferenceSession, str]:
     """An InferenceSession on `device` ('auto', 'cpu' or 'cuda') and the device it got.
 
     'cuda' without a usable GPU raises DeviceError naming the missing piece and the fix;
@@ -83,7 +98,7 @@ def create_session(model: bytes, device: str,
     return session, "cpu"
 
 
-def inference_session(model: bytes, threads: int | None,
+def inference_session(model: bytes, threads: ThreadSettings,
                       providers: list[str]) -> ort.InferenceSession:
     """onnxruntime's session over `model` (see `walled_session`); onnxruntime's refusal of a
     broken or hostile graph becomes an ArtifactError."""
@@ -93,7 +108,7 @@ def inference_session(model: bytes, threads: int | None,
         raise ArtifactError(f"onnxruntime cannot load the model: {first_line(err)}") from None
 
 
-def walled_session(model: bytes, threads: int | None,
+def walled_session(model: bytes, threads: ThreadSettings,
                    providers: list[str]) -> ort.InferenceSession:
     """A session with external data confined to an empty folder."""
     options = session_options(threads)
@@ -102,7 +117,7 @@ def walled_session(model: bytes, threads: int | None,
         return ort.InferenceSession(model, options, providers=providers)
 
 
-def cuda_session(model: bytes, threads: int | None
+def cuda_session(model: bytes, threads: ThreadSettings
                  ) -> tuple[ort.InferenceSession | None, str | None]:
     """A session whose first provider is CUDA, or None and why not. onnxruntime reports a
     provider that fails to start through its default logger as multi-line errors, even with

@@ -79,7 +79,7 @@ class BardDeployment:
         args = args or BardArgs()
         self.threads = replica_threads(args.threads)
         self.model = bard_sdk.load(args.model, device=args.device, variant=args.variant,
-                                   threads=self.threads)
+                                   threads=self.threads, spin=False)
         self.engine = bard_sdk.Engine(self.model, max_active=args.max_active,
                                       max_queued=args.max_queued)
         self.model_id = args.name or self.model.manifest.name

@@ -17,6 +17,11 @@ from bard_sdk.display import printable
 
 from .app import create_app
 
+# Longer than any client pool keeps an idle connection (httpx and so the openai client: 5 s),
+# so the client always closes first. Equal timeouts race: a client reuses a connection at the
+# moment the server closes it, and its request fails (seen at 128 streaming callers).
+KEEP_ALIVE_S = 75
+
 
 @dataclass(frozen=True)
 class ServeOptions:
@@ -44,7 +49,7 @@ def bind(host: str, port: int) -> socket.socket:
 def serve(options: ServeOptions) -> None:
     """Run until SIGINT/SIGTERM; the engine closes with the app."""
     model = bard_sdk.load(options.model, device=options.device, variant=options.variant,
-                          threads=options.threads)
+                          threads=options.threads, spin=False)
     engine = bard_sdk.Engine(model, max_active=options.max_active,
                              max_queued=options.max_queued)
     model_id = options.name or model.manifest.name
@@ -55,7 +60,7 @@ def serve(options: ServeOptions) -> None:
     print(f"bard serve: {printable(model_id)} on {model.device} at http://{shown}:{port} "
           f"(OpenAI API under /v1, playground at /)", file=sys.stderr, flush=True)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=5)
+                            timeout_graceful_shutdown=5, timeout_keep_alive=KEEP_ALIVE_S)
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:

@@ -35,6 +35,17 @@ def test_numpy_numbers_are_numbers(model: bard_sdk.Model) -> None:
     assert bard_sdk.load(model.manifest.directory, threads=np.int64(1)).device == "cpu"
 
 
+def test_spin_false_lets_the_pool_sleep_and_changes_no_output(model: bard_sdk.Model) -> None:
+    """`bard serve` loads with spin=False; the setting reaches onnxruntime and nothing else."""
+    key = "session.intra_op.allow_spinning"
+    sleeping = bard_sdk.load(model.manifest.directory, spin=False)
+    options = sleeping._ort_session.get_session_options()
+    assert options.get_session_config_entry(key) == "0"
+    with pytest.raises(RuntimeError, match="does not have configuration"):
+        model._ort_session.get_session_options().get_session_config_entry(key)
+    assert sleeping.generate("ROMEO:", 40, seed=3) == model.generate("ROMEO:", 40, seed=3)
+
+
 @pytest.mark.parametrize("temperature", [1e-320, 5e-324, 1e-9, TEMPERATURE_FLOOR / 2])
 def test_tiny_temperatures_are_greedy(model: bard_sdk.Model, temperature: float) -> None:
     greedy = model.generate(["ROMEO:", "K"], 40, temperature=0)
@@ -82,7 +93,8 @@ def test_a_stop_string_that_can_never_occur_names_the_characters(
      (lambda m: bard_sdk.load(m.manifest.directory, device=5), "device"),
      (lambda m: bard_sdk.load(m.manifest.directory, variant=["fp32"]), "variant"),
      (lambda m: bard_sdk.load(m.manifest.directory, threads=True), "threads"),
-     (lambda m: bard_sdk.load(m.manifest.directory, threads=0), "threads")],
+     (lambda m: bard_sdk.load(m.manifest.directory, threads=0), "threads"),
+     (lambda m: bard_sdk.load(m.manifest.directory, spin="no"), "spin")],
 )
 def test_bad_session_and_load_arguments(model: bard_sdk.Model, call, message: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(bard_sdk.InvalidArgumentError, match=message):

@@ -93,7 +93,7 @@ def test_session_cannot_read_a_file_the_scan_missed(kind: str, sentinel: Path,
     options = runtime.session_options
     monkeypatch.setattr(runtime, "session_options", lambda t: unoptimised(options(t)))
     with pytest.raises(bard_sdk.ArtifactError, match="onnxruntime cannot load"):
-        runtime.create_session(model, "cpu", 1)
+        runtime.create_session(model, "cpu", runtime.ThreadSettings(1))
 
 
 @pytest.mark.parametrize("kind", LOCATIONS)
