@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import itertools
 import math
 import threading
@@ -64,6 +65,29 @@ class Completion:
     completion_chars: int
 
 
+class _LoopWakeups:
+    """Wake-ups for asyncio callers, gathered during one engine step and sent as one
+    `call_soon_threadsafe` per event loop: each call writes to the loop's self-pipe, and 128
+    streams would otherwise cost 128 system calls and loop wake-ups per step."""
+
+    def __init__(self) -> None:
+        self._pending: dict[asyncio.AbstractEventLoop, list[asyncio.Event]] = {}
+
+    def add(self, loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:
+        self._pending.setdefault(loop, []).append(event)
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        for loop, events in pending.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting
+                loop.call_soon_threadsafe(_set_all, events)
+
+
+def _set_all(events: list[asyncio.Event]) -> None:
+    for event in events:
+        event.set()
+
+
 class _Mailbox:
     """Hands text from the engine thread to one caller, thread or asyncio task.
 
@@ -72,7 +96,8 @@ class _Mailbox:
     wake-ups per second of text, not one per character.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, wakeups: _LoopWakeups) -> None:
+        self._wakeups = wakeups  # the engine's; only the engine thread wakes a mailbox
         self._lock = threading.Lock()
         self._pieces: list[str] = []
         self._finished: Completion | None = None
@@ -102,7 +127,7 @@ class _Mailbox:
         if self._waker is not None:
             loop, event = self._waker
             self._waker = None
-            loop.call_soon_threadsafe(event.set)
+            self._wakeups.add(loop, event)
 
     # -- caller side
     def _take_locked(self) -> tuple[str, bool]:
@@ -152,7 +177,7 @@ class Request:
         self.settings = settings
         self.stops = settings.stops
         self.include_stop = include_stop
-        self.mailbox = _Mailbox()
+        self.mailbox = _Mailbox(engine._wakeups)
         self.cancelled = False
 
     def cancel(self) -> None:
@@ -289,6 +314,7 @@ class Engine:
         self.max_active, self.max_queued = int(max_active), int(max_queued)
         self.prefill_chunk = int(prefill_chunk)
         self._wake = threading.Condition()
+        self._wakeups = _LoopWakeups()
         self._queue: deque[Request] = deque()
         self._cancelled: set[int] = set()
         self._closed = False
@@ -412,11 +438,12 @@ class Engine:
                                                                    c_read, cancelled)
                 if admitted:
                     reading, h_read, c_read = self._admit(admitted, reading, h_read, c_read)
+                ready = None
                 if reading:
-                    reading, h_read, c_read = self._prefill_chunk(batch, reading, h_read,
-                                                                  c_read)
-                if batch:
-                    self._decode_step(batch)
+                    reading, h_read, c_read, ready = self._prefill_chunk(reading, h_read,
+                                                                         c_read)
+                if batch or ready:
+                    self._decode_step(batch, ready)
             except Exception as err:  # a failure of the runtime: fail the rows, keep serving
                 failure = BardError(f"generation failed: {type(err).__name__}: {err}")
                 for row in [*batch.rows, *reading]:
@@ -424,6 +451,7 @@ class Engine:
                 batch, reading, h_read, c_read = _Batch(self.model), [], None, None
                 with self._wake:
                     self._in_flight = 0
+            self._wakeups.flush()
         closed = EngineClosed("the engine was closed before this request finished")
         with self._wake:
             pending = list(self._queue)
@@ -432,6 +460,7 @@ class Engine:
             row.request.mailbox.finish(None, closed)
         for request in pending:
             request.mailbox.finish(None, closed)
+        self._wakeups.flush()
 
     def _retire(self, count: int) -> None:
         with self._wake:
@@ -471,33 +500,59 @@ class Engine:
         return (reading + rows, np.concatenate([h, zeros_h], axis=1),
                 np.concatenate([c, zeros_c], axis=1))
 
-    def _prefill_chunk(self, batch: _Batch, reading: list[_Row], h: np.ndarray | None,
-                       c: np.ndarray | None
-                       ) -> tuple[list[_Row], np.ndarray | None, np.ndarray | None]:
-        """Feed up to `prefill_chunk` prompt characters of every reading row in one call;
-        rows whose prompt ends here join the generating batch."""
+    def _prefill_chunk(self, reading: list[_Row], h: np.ndarray | None, c: np.ndarray | None
+                       ) -> tuple[list[_Row], np.ndarray | None, np.ndarray | None,
+                                  _Ready | None]:
+        """Feed up to `prefill_chunk` prompt characters of every reading row in one call, all
+        but each prompt's last. Rows with only their last character left are ready: it is fed
+        with the batch's next step (`_decode_step`), so a row joining costs no call of its
+        own. A one-character prompt (an empty one is the model's prime character) is ready
+        at once."""
         assert h is not None and c is not None
-        remaining = np.array([len(r.request.prompt_ids) - r.cursor for r in reading])
-        width = int(min(remaining.max(), self.prefill_chunk))
-        tokens = np.full((len(reading), width), PADDING_ID, np.int64)
-        for i, row in enumerate(reading):
-            part = row.request.prompt_ids[row.cursor : row.cursor + width]
-            tokens[i, : len(part)] = part
-            row.cursor += len(part)
-        runner = self.model._runner
-        logits, state = runner.step(tokens, runner.state(h, c))
-        h, c = state.to_numpy()
-        done = np.flatnonzero(remaining <= width)
+        before_last = np.array([len(r.request.prompt_ids) - 1 - r.cursor for r in reading])
+        feeding = np.flatnonzero(before_last > 0)
+        if len(feeding):
+            width = int(min(before_last[feeding].max(), self.prefill_chunk))
+            tokens = np.full((len(feeding), width), PADDING_ID, np.int64)
+            for k, i in enumerate(feeding.tolist()):
+                row = reading[i]
+                part = row.request.prompt_ids[row.cursor : min(row.cursor + width,
+                                                               len(row.request.prompt_ids) - 1)]
+                tokens[k, : len(part)] = part
+                row.cursor += len(part)
+            runner = self.model._runner
+            _, state = runner.step(tokens, runner.state(h[:, feeding], c[:, feeding]))
+            h, c = h.copy(), c.copy()
+            h[:, feeding], c[:, feeding] = state.to_numpy()
+            before_last[feeding] -= np.minimum(before_last[feeding], width)
+        done = np.flatnonzero(before_last == 0)
+        ready = None
         if len(done):
-            last = remaining[done] - 1
-            batch.join([reading[i] for i in done], h[:, done], c[:, done],
-                       logits[done, last])
-        left = np.flatnonzero(remaining > width)
+            rows = [reading[i] for i in done]
+            last = np.array([row.request.prompt_ids[-1] for row in rows], np.int64)
+            ready = _Ready(rows, h[:, done], c[:, done], last)
+        left = np.flatnonzero(before_last > 0)
         if not len(left):
-            return [], None, None
-        return [reading[i] for i in left], h[:, left], c[:, left]
+            return [], None, None, ready
+        return [reading[i] for i in left], h[:, left], c[:, left], ready
 
-    def _decode_step(self, batch: _Batch) -> None:
+    def _decode_step(self, batch: _Batch, ready: _Ready | None) -> None:
+        """Sample a character for every generating row, retire the rows that end, then feed
+        the survivors' characters and the ready rows' last prompt characters in one call."""
+        ids = np.zeros(0, np.int64)
+        if len(batch):
+            ids = self._sample_step(batch)
+        if ready is not None:
+            for row in ready.rows:
+                row.cursor = len(row.request.prompt_ids)
+            batch.join(ready.rows, ready.h, ready.c,
+                       np.zeros((len(ready.rows), len(self.model.vocab)), np.float32))
+            ids = np.concatenate([ids, ready.last_ids])
+        if len(batch):
+            batch.core.feed(ids)
+
+    def _sample_step(self, batch: _Batch) -> np.ndarray:
+        """One character per row; rows that end leave. Returns the ids of the rows left."""
         ids, stop_len = batch.core.sample()
         chars = self.model.vocab.chars
         finished = batch.core.finished(stop_len)
@@ -505,20 +560,27 @@ class Engine:
         if not finished.any():
             for row, i in zip(batch.rows, ids.tolist()):
                 row.emit(chars[i])
-        else:
-            for row, i, ends, stop in zip(batch.rows, ids.tolist(), finished.tolist(),
-                                          stop_len.tolist()):
-                if ends:
-                    row.finish(chars[i], "stop" if stop else "length", stop)
-                else:
-                    row.emit(chars[i])
-            self._retire(int(finished.sum()))
-            keep = np.flatnonzero(~finished)
-            ids = ids[keep]
-            batch.keep(keep)
-            if not len(batch):
-                return
-        batch.core.feed(ids)
+            return ids
+        for row, i, ends, stop in zip(batch.rows, ids.tolist(), finished.tolist(),
+                                      stop_len.tolist()):
+            if ends:
+                row.finish(chars[i], "stop" if stop else "length", stop)
+            else:
+                row.emit(chars[i])
+        self._retire(int(finished.sum()))
+        keep = np.flatnonzero(~finished)
+        batch.keep(keep)
+        return ids[keep]
+
+
+@dataclass
+class _Ready:
+    """Rows whose prompts are read but for the last character, with their state."""
+
+    rows: list[_Row]
+    h: np.ndarray
+    c: np.ndarray
+    last_ids: np.ndarray
 
 
 _live_engines: weakref.WeakSet[Engine] = weakref.WeakSet()

@@ -184,30 +184,13 @@ async def sse_events(requests: list[Request], body: CompletionRequest, ident: st
     """Server-sent events: text chunks per choice as the engine hands them over (paced by
     its STREAM_WAKE_INTERVAL_S), a final chunk per choice with its finish_reason, optional
     usage, then `data: [DONE]`. A client that disconnects cancels every row of the request."""
-    queue: asyncio.Queue[tuple[int, str, Completion | None, BaseException | None]] = (
-        asyncio.Queue())
-
-    async def pump(index: int, request: Request) -> None:
-        try:
-            if body.echo:
-                await queue.put((index, body.prompts[index // body.n], None, None))
-            async for text in request:
-                await queue.put((index, text, None, None))
-            await queue.put((index, "", await request.aresult(), None))
-        except BardError as err:
-            await queue.put((index, "", None, err))
-
-    tasks = [asyncio.create_task(pump(i, r)) for i, r in enumerate(requests)]
     results: list[Completion] = []
     try:
-        remaining = len(requests)
-        while remaining:
-            index, text, done, error = await queue.get()
+        async for index, text, done, error in merged_pieces(requests, body):
             if error is not None:
                 yield "data: " + json_dumps(error_body(str(error), "server_error")) + "\n\n"
                 return
             if done is not None:
-                remaining -= 1
                 results.append(done)
             chunk = completion_body(ident, model_id, created,
                                     [choice(index, text, done and done.finish_reason)], None)
@@ -219,5 +202,50 @@ async def sse_events(requests: list[Request], body: CompletionRequest, ident: st
         yield "data: [DONE]\n\n"
     finally:
         cancel_all(requests)
+
+
+Piece = tuple[int, str, Completion | None, BaseException | None]
+
+
+async def request_pieces(index: int, request: Request, body: CompletionRequest
+                         ) -> AsyncIterator[Piece]:
+    """(choice index, new text, the completion at the end, an error) for one request."""
+    try:
+        if body.echo:
+            yield index, body.prompts[index // body.n], None, None
+        async for text in request:
+            yield index, text, None, None
+        yield index, "", await request.aresult(), None
+    except BardError as err:
+        yield index, "", None, err
+
+
+async def merged_pieces(requests: list[Request], body: CompletionRequest
+                        ) -> AsyncIterator[Piece]:
+    """Every request's pieces as they come. One request (the usual case) is read directly;
+    several are pumped by one task each into a queue."""
+    if len(requests) == 1:
+        async for piece in request_pieces(0, requests[0], body):
+            yield piece
+        return
+    queue: asyncio.Queue[Piece | None] = asyncio.Queue()
+
+    async def pump(index: int, request: Request) -> None:
+        try:
+            async for piece in request_pieces(index, request, body):
+                await queue.put(piece)
+        finally:
+            await queue.put(None)
+
+    tasks = [asyncio.create_task(pump(i, r)) for i, r in enumerate(requests)]
+    try:
+        remaining = len(tasks)
+        while remaining:
+            piece = await queue.get()
+            if piece is None:
+                remaining -= 1
+            else:
+                yield piece
+    finally:
         for task in tasks:
             task.cancel()

@@ -34,6 +34,10 @@ from .schedule import Schedule
 CHECKPOINT_DIR = "checkpoints"
 FORMAT = "bard-run/1"
 CHECKPOINT_FILES = ("model.safetensors", "optimizer.safetensors")
+# With a weight average (--ema-decay), model.safetensors holds the average (what evaluation
+# and export use) and the weights being trained travel beside the optimizer's moments, under
+# this prefix: together they are what resuming needs.
+TRAINING_WEIGHTS = "training_weights."
 
 
 def file_sha256(path: Path) -> str:
@@ -97,14 +101,19 @@ def save_checkpoint(
     state: dict[str, Any],
     *,
     pointers: tuple[str, ...],
+    averaged: CharLSTM | None = None,
 ) -> Path:
-    """Write checkpoint `step-N`, move the named pointers to it, and prune unreferenced ones."""
+    """Write checkpoint `step-N`, move the named pointers to it, and prune unreferenced ones.
+    With `averaged`, its weights are the checkpoint's model and `model`'s are kept for resume."""
     root = run_dir / CHECKPOINT_DIR
     name = f"step-{state['step']:08d}"
     with atomic_directory(root / name, replace=True) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-                  str(tmp / "model.safetensors"))
+        shown = averaged if averaged is not None else model
+        save_file(cpu_tensors(shown.state_dict()), str(tmp / "model.safetensors"))
         opt_tensors, groups = optimizer_to_tensors(optimizer)
+        if averaged is not None:
+            opt_tensors.update({TRAINING_WEIGHTS + k: v
+                                for k, v in cpu_tensors(model.state_dict()).items()})
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
         record = {
             **state,
@@ -121,6 +130,19 @@ def save_checkpoint(
         atomic_write_text(root / f"{pointer}.json", dumps({"checkpoint": name}) + "\n")
     prune_checkpoints(root)
     return root / name
+
+
+def cpu_tensors(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in weights.items()}
+
+
+def split_training_weights(tensors: dict[str, torch.Tensor]
+                           ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+    """The optimizer's tensors and, when the run averages its weights, the training weights."""
+    raw = {k[len(TRAINING_WEIGHTS):]: v for k, v in tensors.items()
+           if k.startswith(TRAINING_WEIGHTS)}
+    rest = {k: v for k, v in tensors.items() if not k.startswith(TRAINING_WEIGHTS)}
+    return rest, raw or None
 
 
 def prune_checkpoints(root: Path) -> None:

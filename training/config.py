@@ -52,6 +52,8 @@ class ModelConfig:
     dropout: float = option(0.1, "Dropout between and after the LSTM layers.")
     weight_drop: float = option(0.0, "DropConnect on the recurrent weights while training "
                                 "(AWD-LSTM).")
+    embedding_dropout: float = option(0.0, "Drop whole characters' embeddings while training "
+                                      "(one mask per step, AWD-LSTM).")
 
     def validate(self) -> None:
         check_finite(self)
@@ -62,6 +64,9 @@ class ModelConfig:
             raise UsageError(f"dropout must be in [0, 1), got {self.dropout}")
         if not 0.0 <= self.weight_drop < 1.0:
             raise UsageError(f"weight drop must be in [0, 1), got {self.weight_drop}")
+        if not 0.0 <= self.embedding_dropout < 1.0:
+            raise UsageError(f"embedding dropout must be in [0, 1), got "
+                             f"{self.embedding_dropout}")
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,13 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.99
     grad_clip: float = option(1.0, "Clip the gradient norm to this.")
+    ema_decay: float = option(0.0, "Evaluate, keep and export an exponential moving average "
+                              "of the weights with this decay, e.g. 0.999 (0: the last "
+                              "weights).")
+    activation_reg: float = option(0.0, "AR: add this x the mean square of the last layer's "
+                                   "dropped-out outputs to the loss (AWD-LSTM).")
+    temporal_activation_reg: float = option(0.0, "TAR: add this x the mean square of the "
+                                            "last layer's step-to-step output change.")
     eval_interval: int = option(100, "Evaluate (and checkpoint) every N steps.")
     eval_chars: int = option(1_000_000, "Validation characters per evaluation while "
                              "training; the best checkpoint is scored on the whole split at "
@@ -116,6 +128,12 @@ class TrainConfig:
             )
         if self.weight_decay < 0:
             raise UsageError(f"weight decay must be non-negative, got {self.weight_decay}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise UsageError(f"ema decay must be in [0, 1), got {self.ema_decay}")
+        for name in ("activation_reg", "temporal_activation_reg"):
+            if getattr(self, name) < 0:
+                raise UsageError(f"{name.replace('_', ' ')} must be non-negative, got "
+                                 f"{getattr(self, name)}")
         if not self.grad_clip > 0:
             raise UsageError(f"gradient clip must be positive, got {self.grad_clip}")
         if not 0.0 < self.val_fraction < 1.0:

@@ -1,11 +1,14 @@
 """The character LSTM: embedding -> LSTM -> dropout -> linear logits (no softmax inside).
 
 Regularisation is training-only and leaves the exported graph untouched: dropout between and
-after the LSTM layers, and optional DropConnect on the recurrent (hidden-to-hidden) weights, which
-regularises the recurrence itself without breaking the fused LSTM kernel (Merity et al., 2017).
+after the LSTM layers, optional DropConnect on the recurrent (hidden-to-hidden) weights, which
+regularises the recurrence itself without breaking the fused LSTM kernel, and optional dropout
+of whole characters' embeddings (both from Merity et al., 2017).
 """
 
 from __future__ import annotations
+
+from typing import Literal, NamedTuple, overload
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +17,11 @@ from torch import nn
 from .config import ModelConfig
 
 State = tuple[torch.Tensor, torch.Tensor]
+
+
+class Outputs(NamedTuple):
+    raw: torch.Tensor  # [batch, time, hidden]: the last LSTM layer's outputs
+    dropped: torch.Tensor  # the same after output dropout (what the head sees)
 
 
 class CharLSTM(nn.Module):
@@ -37,12 +45,37 @@ class CharLSTM(nn.Module):
         shape = (self.config.num_layers, batch_size, self.config.hidden_size)
         return torch.zeros(shape, device=device), torch.zeros(shape, device=device)
 
-    def forward(self, tokens: torch.Tensor,
-                state: State | None = None) -> tuple[torch.Tensor, State]:
+    @overload
+    def forward(self, tokens: torch.Tensor, state: State | None = None, *,
+                with_outputs: Literal[False] = False) -> tuple[torch.Tensor, State]: ...
+
+    @overload
+    def forward(self, tokens: torch.Tensor, state: State | None = None, *,
+                with_outputs: Literal[True]) -> tuple[torch.Tensor, State, Outputs]: ...
+
+    def forward(self, tokens: torch.Tensor, state: State | None = None, *,
+                with_outputs: bool = False
+                ) -> tuple[torch.Tensor, State] | tuple[torch.Tensor, State, Outputs]:
+        """Logits and the next state; `with_outputs` adds the last layer's outputs before and
+        after dropout (for AR and TAR: a keyword, so DistributedDataParallel passes it on)."""
         if state is None:
             state = self.zero_state(tokens.shape[0], tokens.device)
-        outputs, (h, c) = self._run_lstm(self.embedding(tokens), state)
-        return self.head(self.dropout(outputs)), (h, c)
+        outputs, (h, c) = self._run_lstm(self._embed(tokens), state)
+        dropped = self.dropout(outputs)
+        logits = self.head(dropped)
+        if with_outputs:
+            return logits, (h, c), Outputs(outputs, dropped)
+        return logits, (h, c)
+
+    def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Embedding dropout drops characters, not coordinates: each character's whole vector
+        is zeroed (or scaled up) for the step, the same at every position it occurs."""
+        p = self.config.embedding_dropout
+        if not (self.training and p > 0):
+            return self.embedding(tokens)
+        weight = self.embedding.weight
+        keep = torch.empty((weight.shape[0], 1), device=weight.device).bernoulli_(1 - p)
+        return F.embedding(tokens, weight * keep / (1 - p))
 
     def _run_lstm(self, inputs: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """One mask per forward pass on each weight_hh, shared by every time step."""

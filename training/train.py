@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
+from .averaging import WeightAverage
 from .checkpoint import (
     CHECKPOINT_DIR,
     Checkpoint,
@@ -31,6 +31,7 @@ from .checkpoint import (
     optimizer_from_tensors,
     resume_state,
     save_checkpoint,
+    split_training_weights,
     update_state,
 )
 from .config import TrainConfig
@@ -39,6 +40,7 @@ from .data import Splits, eval_spans, sample_batch
 from .distributed import DistContext, init_distributed, shutdown_distributed
 from .errors import TrainingDiverged, UsageError
 from .evaluate import bits_per_char, stream_nll
+from .loss import training_loss
 from .model import CharLSTM, count_parameters
 from .plan import Plan, RunRequest, plan_new_run, plan_resume
 from .plotting import save_loss_curve
@@ -197,9 +199,10 @@ def _train_loop(request: RunRequest, device: torch.device, dist: DistContext, pl
     step, best_val, evals_since_best, last_val, pending_eval = 0, math.inf, 0, math.inf, False
     metrics: list[dict[str, Any]] = []
     if checkpoint is not None and resume is not None:
-        model.load_state_dict(checkpoint.weights)
-        optimizer_from_tensors(optimizer, load_optimizer_tensors(checkpoint.path),
-                               resume.optimizer_groups)
+        tensors, training_weights = split_training_weights(
+            load_optimizer_tensors(checkpoint.path))
+        model.load_state_dict(training_weights or checkpoint.weights)
+        optimizer_from_tensors(optimizer, tensors, resume.optimizer_groups)
         step, best_val, last_val = checkpoint.step, resume.best_val_loss, resume.val_loss
         evals_since_best, pending_eval = resume.evals_since_best, resume.pending_eval
         if len(resume.rng) == dist.world_size:
@@ -209,6 +212,8 @@ def _train_loop(request: RunRequest, device: torch.device, dist: DistContext, pl
             generator.manual_seed(cfg.seed + 1000 * step + dist.rank)
         metrics = read_metrics(run_dir, step) if dist.is_main else []
 
+    average = make_average(model, cfg, step, checkpoint)
+    evaluated = average.model if average is not None else model
     splits = Splits.from_tokens(plan.tokens.open(), plan.corpus.val_fraction, cfg.seq_len)
     subset = eval_spans(len(splits.val), cfg.val_streams, cfg.eval_chars)
     whole = eval_spans(len(splits.val), cfg.val_streams)
@@ -240,7 +245,8 @@ def _train_loop(request: RunRequest, device: torch.device, dist: DistContext, pl
         return float(totals[0] / totals[1])
 
     def checkpoint_now(pointers: tuple[str, ...]) -> None:
-        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        if not all(bool(torch.isfinite(p).all())
+                   for net in {model, evaluated} for p in net.parameters()):
             raise TrainingDiverged(step, "model's weights")
         rng = gather_rng(dist, generator, device)
         sums = weight_checksums(dist, model)
@@ -256,7 +262,8 @@ def _train_loop(request: RunRequest, device: torch.device, dist: DistContext, pl
                  "world_size": dist.world_size, "parameters": parameters,
                  "schedule": dataclasses.asdict(schedule), "pending_eval": pending_eval,
                  "eval_chars": subset_chars}
-        save_checkpoint(run_dir, model, optimizer, state, pointers=pointers)
+        save_checkpoint(run_dir, model, optimizer, state, pointers=pointers,
+                        averaged=average.model if average is not None else None)
         write_metrics(run_dir, metrics)
         save_loss_curve(metrics, run_dir / "loss_curve.png")
 
@@ -279,7 +286,7 @@ def _train_loop(request: RunRequest, device: torch.device, dist: DistContext, pl
         while not stopped:
             if pending_eval:
                 progress.note(f"step {step}: evaluating on {subset_label}")
-                value = evaluate(model, subset)
+                value = evaluate(evaluated, subset)
                 if value is None:
                     stopped = "signal"
                     progress.note(f"signal {stop_signal[0]} during the evaluation at step "
@@ -316,13 +323,12 @@ def _train_loop(request: RunRequest, device: torch.device, dist: DistContext, pl
             inputs, targets = sample_batch(splits.train, cfg.batch_size, cfg.seq_len, generator)
             inputs, targets = inputs.to(device), targets.to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                logits, _ = trained(inputs)
-            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
-                                   targets.reshape(-1))
+                logits, _, outputs = trained(inputs, with_outputs=True)
+            objective, loss = training_loss(logits, targets, outputs, cfg)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            objective.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            status = torch.stack([(~torch.isfinite(loss)).float(),
+            status = torch.stack([(~torch.isfinite(objective)).float(),
                                   (~torch.isfinite(grad_norm)).float(),
                                   torch.tensor(float(flag["signal"]), device=device)])
             bad_loss, bad_grad, signum = dist.max_(status).tolist()
@@ -330,6 +336,8 @@ def _train_loop(request: RunRequest, device: torch.device, dist: DistContext, pl
                 raise TrainingDiverged(step + 1, "training loss" if bad_loss
                                        else "gradient norm")
             optimizer.step()
+            if average is not None:
+                average.update(model)
             step += 1
             window_loss += loss.detach()
             window_steps += 1
@@ -356,6 +364,18 @@ def _train_loop(request: RunRequest, device: torch.device, dist: DistContext, pl
                 stopped = "signal"
     return TrainResult(run_dir, step, best_val, last_val, stopped, parameters,
                        stop_signal[0], whole_val, subset_chars, len(splits.val))
+
+
+def make_average(model: CharLSTM, cfg: TrainConfig, step: int,
+                 checkpoint: Checkpoint | None) -> WeightAverage | None:
+    """The weight average (--ema-decay), continued from the checkpoint's model when resuming
+    (with an average, a checkpoint's model is the average)."""
+    if cfg.ema_decay == 0:
+        return None
+    average = WeightAverage(model, cfg.ema_decay, updates=step)
+    if checkpoint is not None:
+        average.load_state_dict(checkpoint.weights)
+    return average
 
 
 def score_whole_split(run_dir: Path, dist: DistContext, device: torch.device, plan: Plan,

@@ -213,3 +213,32 @@ def test_interpreter_exits_with_an_engine_still_running(tiny_artifact: Path) -> 
                             timeout=300)
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.rstrip("\n")) >= 1 and "Traceback" not in result.stderr
+
+
+def test_a_row_joining_a_running_batch_costs_no_graph_call(model: bard_sdk.Model) -> None:
+    """A request's last prompt character rides in the batch's next step: B joining while A
+    generates adds no call (here its prompt is one character, so it needs no prefill)."""
+    from tests.conftest import wrapped
+
+    class Counting:
+        def __init__(self, inner: object) -> None:
+            self.inner, self.calls = inner, 0
+
+        def state(self, h: np.ndarray, c: np.ndarray):  # type: ignore[no-untyped-def]
+            return self.inner.state(h, c)  # type: ignore[attr-defined]
+
+        def step(self, tokens: np.ndarray, state):  # type: ignore[no-untyped-def]
+            self.calls += 1
+            return self.inner.step(tokens, state)  # type: ignore[attr-defined]
+
+    view, counter = wrapped(model, Counting)
+    with bard_sdk.Engine(view) as engine:
+        alone = engine.generate("ROMEO:", 3000, seed=1)
+        calls_alone = counter.calls
+        counter.calls = 0
+        stream = iter(engine.submit("ROMEO:", 3000, seed=1))
+        head = next(stream)  # A is generating
+        joined = engine.generate("K", 20, seed=2)
+        assert head + "".join(stream) == alone
+        assert counter.calls == calls_alone
+    assert joined == model.generate("K", 20, seed=2)

@@ -15,7 +15,7 @@ import torch
 from bard.training import train as train_module
 from bard.training.checkpoint import find_checkpoint, load_checkpoint, model_from_checkpoint
 from bard.training.config import PRESETS, TrainConfig
-from bard.training.data import eval_spans
+from bard.training.data import Splits, eval_spans
 from bard.training.errors import TrainingDiverged, UsageError
 from bard.training.evaluate import stream_nll
 from bard.training.schedule import Schedule
@@ -43,13 +43,13 @@ def poison_forward(monkeypatch: pytest.MonkeyPatch, call: int, training: bool) -
     real_forward = train_module.CharLSTM.forward
     calls = {"n": 0}
 
-    def poisoned(self, tokens, state=None):  # type: ignore[no-untyped-def]
-        logits, new_state = real_forward(self, tokens, state)
+    def poisoned(self, tokens, state=None, **options):  # type: ignore[no-untyped-def]
+        logits, *rest = real_forward(self, tokens, state, **options)
         if self.training == training:
             calls["n"] += 1
             if calls["n"] == call:
                 logits = logits * float("nan")
-        return logits, new_state
+        return (logits, *rest)
 
     monkeypatch.setattr(train_module.CharLSTM, "forward", poisoned)
 
@@ -116,18 +116,50 @@ def test_a_longer_horizon_never_stretches_the_stored_schedule() -> None:
     assert halved.lr_at(2000) == pytest.approx(killed.lr_at(2000) / 2)
 
 
-@pytest.mark.parametrize("weight_drop", [0.0, 0.3])
-def test_resume_is_exact(tmp_path: Path, weight_drop: float) -> None:
-    straight = run(tmp_path / "straight", max_steps=20, weight_drop=weight_drop)
-    run(tmp_path / "split", max_steps=10, decay_steps=20, weight_drop=weight_drop)
+REGULARISED = {"ema_decay": 0.9, "embedding_dropout": 0.2, "activation_reg": 1.0,
+               "temporal_activation_reg": 1.0, "weight_drop": 0.3}
+
+
+@pytest.mark.parametrize("options", [{}, {"weight_drop": 0.3}, REGULARISED],
+                         ids=["plain", "weight-drop", "ema-and-awd-regularisers"])
+def test_resume_is_exact(tmp_path: Path, options: dict[str, float]) -> None:
+    straight = run(tmp_path / "straight", max_steps=20, **options)
+    run(tmp_path / "split", max_steps=10, decay_steps=20, **options)
     resumed = resume(tmp_path / "split", overrides={"max_steps": 20})
     assert straight.step == resumed.step == 20
-    a = load_file(str(find_checkpoint(tmp_path / "straight", "last") / "model.safetensors"))
-    b = load_file(str(find_checkpoint(tmp_path / "split", "last") / "model.safetensors"))
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    for name in ("model.safetensors", "optimizer.safetensors"):
+        a = load_file(str(find_checkpoint(tmp_path / "straight", "last") / name))
+        b = load_file(str(find_checkpoint(tmp_path / "split", "last") / name))
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
     assert straight.last_val_loss == resumed.last_val_loss
+
+
+def test_the_weight_average_is_what_is_evaluated_checkpointed_and_exported(
+        tmp_path: Path) -> None:
+    result = run(tmp_path / "ema", max_steps=20, ema_decay=0.9)
+    last = find_checkpoint(tmp_path / "ema", "last")
+    checkpoint = load_checkpoint(last)
+    trained = {k[len("training_weights."):]: v for k, v in
+               load_file(str(last / "optimizer.safetensors")).items()
+               if k.startswith("training_weights.")}
+    assert trained.keys() == checkpoint.weights.keys()
+    assert any(not torch.equal(trained[k], checkpoint.weights[k]) for k in trained)
+    tokens = np.fromfile(tmp_path / "ema" / "corpus.uint8.bin", dtype=np.uint8)
+    config = checkpoint.train_config
+    val = Splits.from_tokens(tokens, config.val_fraction, config.seq_len).val
+    spans = eval_spans(len(val), config.val_streams, config.eval_chars)
+
+    def loss_of(weights: dict[str, torch.Tensor]) -> float:
+        net = model_from_checkpoint(checkpoint)
+        net.load_state_dict(weights)
+        total, count = stream_nll(net, val, spans, torch.device("cpu"))  # type: ignore[misc]
+        return total / count
+
+    assert loss_of(checkpoint.weights) == pytest.approx(result.last_val_loss, abs=1e-6)
+    assert loss_of(trained) != pytest.approx(result.last_val_loss, abs=1e-4)
+    assert not any(k.startswith("training_weights.") for k in checkpoint.weights)
 
 
 def test_resume_refuses_to_change_the_model(tmp_path: Path) -> None:
@@ -213,6 +245,11 @@ def test_non_empty_foreign_directory_is_refused(tmp_path: Path) -> None:
      ({"batch_size": 0}, "batch_size must be at least 1"),
      ({"dropout": 1.5}, "dropout"),
      ({"weight_drop": 1.0}, "weight drop"),
+     ({"embedding_dropout": 1.0}, "embedding dropout must be in"),
+     ({"ema_decay": 1.0}, "ema decay must be in"),
+     ({"ema_decay": -0.5}, "ema decay must be in"),
+     ({"activation_reg": -1.0}, "activation reg must be non-negative"),
+     ({"temporal_activation_reg": -0.1}, "temporal activation reg must be non-negative"),
      ({"eval_chars": 1}, "eval_chars must be at least 2"),
      ({"val_fraction": 1.0}, "val fraction")],
 )
