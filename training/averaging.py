@@ -9,6 +9,8 @@ first steps' random weights are forgotten quickly.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from .model import CharLSTM
@@ -24,8 +26,9 @@ class WeightAverage:
     def __init__(self, model: CharLSTM, decay: float, updates: int = 0) -> None:
         self.decay = decay
         self.updates = updates
-        self.model = CharLSTM(model.config).to(next(model.parameters()).device)
-        self.model.load_state_dict(model.state_dict())
+        # A copy, not a new CharLSTM: building one would draw initial weights from the global
+        # RNG, and a resumed run would then sample different dropout masks than an unbroken one.
+        self.model = copy.deepcopy(model)
         self.model.eval()
         self.model.requires_grad_(False)
 
