@@ -8,7 +8,9 @@ For 1, 8, 32 and 128 callers, each making `requests` requests of `new_chars` cha
 - `HTTP x bard serve`: asyncio clients streaming from a `bard serve` subprocess.
 
 Aggregate chars/s, the p50/p99 time to first character per request, and CPU time per 1,000
-characters (this process's, plus the server's for HTTP), all in one run. On a shared host the
+characters (this process's; for HTTP the server's plus the clients', which run in a niced child
+process so that the server gets the cores first, as it would with remote callers), all in one
+run. On a shared host the
 CPU per character is the steadier figure: it does not depend on the share of cores a run got.
 """
 
@@ -193,6 +195,37 @@ async def http_clients(url: str, model_id: str, callers: int,
         return produced, time.perf_counter() - start, first
 
 
+# The HTTP clients run in a child process at this niceness: on a small machine they stand for
+# callers on other machines, so the server gets the cores first and the rate measured is the
+# server's; the CPU they use is still counted (cpu_ms_per_kchar).
+CLIENT_NICENESS = 10
+CLIENT_SCRIPT = """
+import asyncio, json, os, sys
+from bard.bench.serving import ServingConfig, http_clients
+url, model_id, callers, config, nice = json.loads(sys.argv[1])
+os.nice(nice)
+config = ServingConfig(**{**config, "callers": tuple(config["callers"])})
+import time
+start = time.process_time()
+chars, seconds, first = asyncio.run(http_clients(url, model_id, callers, config))
+print(json.dumps([chars, seconds, first, time.process_time() - start]))
+"""
+
+
+def run_http_clients(url: str, model_id: str, callers: int, config: ServingConfig,
+                     niceness: int = CLIENT_NICENESS) -> tuple[int, float, list[float], float]:
+    """`http_clients` in a niced child process: chars, seconds, first-char times, and the CPU
+    seconds the clients used (measured in the child around the clients alone, not its
+    start-up)."""
+    args = json.dumps([url, model_id, callers, asdict(config), niceness])
+    done = subprocess.run([sys.executable, "-c", CLIENT_SCRIPT, args], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"HTTP clients failed: {done.stderr.strip()[-2000:]}")
+    chars, seconds, first, cpu = json.loads(done.stdout.strip().splitlines()[-1])
+    return int(chars), float(seconds), [float(t) for t in first], float(cpu)
+
+
 def start_server(artifact: Path, max_active: int, threads: int | None,
                  extra: Sequence[str] = ()) -> tuple[subprocess.Popen[str], str, str]:
     """A `bard serve` subprocess (`extra`: more options, e.g. --ray) and its URL and model."""
@@ -249,6 +282,7 @@ def run_serving_bench(artifact: Path | None, quick: bool, out_dir: Path,
     def measure(mode: str, callers: int) -> ServingResult:
         if mode == "batched generate":
             return ceiling(model, callers, config)
+        client_cpu = 0.0  # HTTP: the client process's
         with CpuMeter(server.pid if mode == "HTTP x bard serve" else None) as cpu:
             if mode == "threads x Model.stream":
                 chars, seconds, first = run_threads(
@@ -260,11 +294,12 @@ def run_serving_bench(artifact: Path | None, quick: bool, out_dir: Path,
                     lambda seed: engine.stream("", config.new_chars, seed=seed, **options))
             else:
                 try:
-                    chars, seconds, first = asyncio.run(
-                        http_clients(url + "/v1/completions", model_id, callers, config))
+                    chars, seconds, first, client_cpu = run_http_clients(
+                        url + "/v1/completions", model_id, callers, config)
                 except Exception as err:
                     raise server_failure(server, err) from err
-        return summarise(mode, callers, chars, seconds, first, cpu.total, cpu.server)
+        return summarise(mode, callers, chars, seconds, first, cpu.total + client_cpu,
+                         cpu.server)
 
     try:
         model.generate("", 20)  # warm-up

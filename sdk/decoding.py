@@ -80,6 +80,12 @@ class Rows:
                              for p, ix in by_params.items()]
         self.stop_groups = [(np.array(ix), self.settings[ix[0]].stops)
                             for ix in by_stops.values()]
+        # The per-step fast path (a character model makes one call per character, so the
+        # bookkeeping around it is a measurable share at batch 1): steps until the first row
+        # reaches its limit, and the answers when nothing can end before that.
+        count = len(self.settings)
+        self._until_limit = int((self.max_new - self.steps).min()) if count else 0
+        self._no_stops = np.zeros(count, dtype=np.int64)
 
     def join(self, state: State, logits: np.ndarray, settings: Sequence[RowSettings]) -> None:
         """Add rows (their state and next-character logits) at the end of the batch."""
@@ -116,11 +122,19 @@ class Rows:
         row, the length of the stop string they complete (0 for none; the longest if several
         end here, since it starts first)."""
         logits = self.logits if logits is None else logits
-        ids = np.empty(len(self.settings), dtype=np.int64)
-        for params, index in self.param_groups:
-            u = None if params.greedy else uniforms(self.keys[index], self.steps[index])
-            ids[index] = sample(logits[index], params, u)
+        if len(self.param_groups) == 1:
+            params = self.param_groups[0][0]
+            ids = sample(logits, params, None if params.greedy else
+                         uniforms(self.keys, self.steps))
+        else:
+            ids = np.empty(len(self.settings), dtype=np.int64)
+            for params, index in self.param_groups:
+                u = None if params.greedy else uniforms(self.keys[index], self.steps[index])
+                ids[index] = sample(logits[index], params, u)
         self.steps += 1
+        self._until_limit -= 1
+        if not self.stop_groups:
+            return ids, self._no_stops  # shared and read-only
         stop_len = np.zeros(len(ids), dtype=np.int64)
         if self.stop_groups:
             self.history[:, :-1] = self.history[:, 1:]
@@ -131,9 +145,13 @@ class Rows:
                     stop_len[index] = np.maximum(stop_len[index], hit * len(stop))
         return ids, stop_len
 
-    def finished(self, stop_len: np.ndarray) -> np.ndarray:
-        """Rows that end with the ids just sampled: their limit or a stop string."""
-        return (self.steps >= self.max_new) | (stop_len > 0)
+    def finished(self, stop_len: np.ndarray) -> np.ndarray | None:
+        """Rows that end with the ids just sampled (their limit or a stop string), or None
+        when none can have: no stop strings and every row short of its limit."""
+        if self._until_limit > 0 and not self.stop_groups:
+            return None
+        ends = (self.steps >= self.max_new) | (stop_len > 0)
+        return ends if ends.any() else None
 
     def feed(self, ids: np.ndarray) -> None:
         """Advance every row over one id each; the logits become those of the next one."""
@@ -176,6 +194,8 @@ class Generator:
         capacity = max(1, min(max((s.max_new for s in settings), default=1), 256))
         self._out = np.full((count, capacity), PADDING_ID, dtype=np.int32)
         self._lengths = np.zeros(count, dtype=np.int64)
+        self._width = 0  # the longest row's length
+        self._aligned = True  # every row has `_width` ids (nothing appended to some only)
         self._results: dict[int, tuple[np.ndarray, FinishReason]] = {}
         self._final: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         for row in np.flatnonzero(self._rows.max_new == 0):
@@ -244,7 +264,7 @@ class Generator:
         finished = rows.finished(stop_len)
         if self._keep_state:
             rows.feed(ids)
-        if finished.any():
+        if finished is not None:
             ends = np.flatnonzero(finished)
             for i in ends:
                 row = int(index[i])
@@ -305,14 +325,20 @@ class Generator:
         self._out = grown
 
     def _record(self, ids: np.ndarray) -> None:
-        self._grow(int(self._lengths.max()) + 1)
-        self._out[np.arange(len(ids)), self._lengths] = ids
+        self._grow(self._width + 1)
+        if self._aligned:
+            self._out[:, self._width] = ids
+        else:
+            self._out[np.arange(len(ids)), self._lengths] = ids
         self._lengths += 1
+        self._width += 1
 
     def _record_row(self, i: int, ids: np.ndarray) -> None:
         self._grow(int(self._lengths[i]) + len(ids))
         self._out[i, self._lengths[i] : self._lengths[i] + len(ids)] = ids
         self._lengths[i] += len(ids)
+        self._width = max(self._width, int(self._lengths[i]))
+        self._aligned = bool((self._lengths == self._width).all())
 
     def _leave(self, ends: np.ndarray) -> None:
         keep = np.setdiff1d(np.arange(len(self._index)), ends)

@@ -53,6 +53,10 @@ DEFAULT_PREFILL_CHUNK = 256
 # chars/s, the server's CPU per character down 22% and the clients' 41% (BENCHMARKS.md,
 # "Serving").
 STREAM_WAKE_INTERVAL_S = 0.03
+# ... and with many streams, all of them together are woken at most this often per second (the
+# interval grows with the rows: 128 streams get text every 128 ms): each wake-up costs the
+# caller's side a fixed amount (an HTTP event, a thread switch), whatever text it carries.
+STREAM_WAKES_PER_S = 1000
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,10 @@ class _LoopWakeups:
 
     def __init__(self) -> None:
         self._pending: dict[asyncio.AbstractEventLoop, list[asyncio.Event]] = {}
+        self.interval = STREAM_WAKE_INTERVAL_S  # between two wake-ups of one stream
+
+    def pace(self, streams: int) -> None:
+        self.interval = max(STREAM_WAKE_INTERVAL_S, streams / STREAM_WAKES_PER_S)
 
     def add(self, loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:
         self._pending.setdefault(loop, []).append(event)
@@ -92,8 +100,9 @@ class _Mailbox:
     """Hands text from the engine thread to one caller, thread or asyncio task.
 
     The engine appends pieces; a waiting caller is woken for the first piece at once and then
-    at most every STREAM_WAKE_INTERVAL_S (the end always wakes it), so a stream costs a few
-    wake-ups per second of text, not one per character.
+    at most every STREAM_WAKE_INTERVAL_S, or less often with many streams (STREAM_WAKES_PER_S);
+    the end always wakes it. A stream costs a few wake-ups per second of text, not one per
+    character.
     """
 
     def __init__(self, wakeups: _LoopWakeups) -> None:
@@ -113,7 +122,7 @@ class _Mailbox:
             self._pieces.append(piece)
             if self._want_pieces:
                 now = time.monotonic()
-                if now - self._last_wake >= STREAM_WAKE_INTERVAL_S:
+                if now - self._last_wake >= self._wakeups.interval:
                     self._last_wake = now
                     self._wake_locked()
 
@@ -539,6 +548,7 @@ class Engine:
     def _decode_step(self, batch: _Batch, ready: _Ready | None) -> None:
         """Sample a character for every generating row, retire the rows that end, then feed
         the survivors' characters and the ready rows' last prompt characters in one call."""
+        self._wakeups.pace(len(batch))
         ids = np.zeros(0, np.int64)
         if len(batch):
             ids = self._sample_step(batch)
@@ -557,7 +567,7 @@ class Engine:
         chars = self.model.vocab.chars
         finished = batch.core.finished(stop_len)
         self.steps += 1
-        if not finished.any():
+        if finished is None:
             for row, i in zip(batch.rows, ids.tolist()):
                 row.emit(chars[i])
             return ids

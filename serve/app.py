@@ -182,8 +182,9 @@ def cancel_all(requests: list[Request]) -> None:
 async def sse_events(requests: list[Request], body: CompletionRequest, ident: str,
                      created: int, model_id: str) -> AsyncIterator[str]:
     """Server-sent events: text chunks per choice as the engine hands them over (paced by
-    its STREAM_WAKE_INTERVAL_S), a final chunk per choice with its finish_reason, optional
-    usage, then `data: [DONE]`. A client that disconnects cancels every row of the request."""
+    its STREAM_WAKE_INTERVAL_S and STREAM_WAKES_PER_S), a final chunk per choice with its
+    finish_reason, optional usage, then `data: [DONE]`. A client that disconnects cancels
+    every row of the request."""
     results: list[Completion] = []
     try:
         async for index, text, done, error in merged_pieces(requests, body):
