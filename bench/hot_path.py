@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 import bard_sdk
+from bard.training.fsutil import atomic_write_text
 
 # Run in a child: load the artifact with the SDK found first on sys.path, then time each case.
 CHILD = r"""
@@ -37,7 +38,7 @@ for name, batch, chars, options in cases:
         model.generate(prompts, chars, **options)
         best = min(best, time.perf_counter() - start)
     out[name] = batch * chars / best
-print(json.dumps(out))
+print(json.dumps(out, allow_nan=False))
 """
 
 HOT_CASES = [("greedy, batch 1", 1, 400, {"temperature": 0}),
@@ -55,8 +56,9 @@ def run_child(sdk_dir: Path | None, artifact: Path, cases: list) -> dict[str, fl
         if sdk_dir is not None:
             (Path(shim) / "bard_sdk").symlink_to(sdk_dir.resolve())
             env["PYTHONPATH"] = shim + os.pathsep + env.get("PYTHONPATH", "")
-        done = subprocess.run([sys.executable, "-c", CHILD, str(artifact), json.dumps(cases)],
-                              env=env, capture_output=True, text=True, check=True)
+        command = [sys.executable, "-c", CHILD, str(artifact),
+                   json.dumps(cases, allow_nan=False)]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -81,7 +83,7 @@ def main() -> None:
     report = {"artifact": str(artifact), "before": str(args.before), "rounds": args.rounds,
               "hot_path_chars_per_s": table, "beam_chars_per_s": beams}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    atomic_write_text(args.out, json.dumps(report, indent=1, allow_nan=False) + "\n")
     print("| case | before chars/s | after chars/s | after / before |")
     print("| --- | --- | --- | --- |")
     for name, row in table.items():

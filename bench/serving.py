@@ -208,7 +208,7 @@ config = ServingConfig(**{**config, "callers": tuple(config["callers"])})
 import time
 start = time.process_time()
 chars, seconds, first = asyncio.run(http_clients(url, model_id, callers, config))
-print(json.dumps([chars, seconds, first, time.process_time() - start]))
+print(json.dumps([chars, seconds, first, time.process_time() - start], allow_nan=False))
 """
 
 
@@ -217,7 +217,7 @@ def run_http_clients(url: str, model_id: str, callers: int, config: ServingConfi
     """`http_clients` in a niced child process: chars, seconds, first-char times, and the CPU
     seconds the clients used (measured in the child around the clients alone, not its
     start-up)."""
-    args = json.dumps([url, model_id, callers, asdict(config), niceness])
+    args = json.dumps([url, model_id, callers, asdict(config), niceness], allow_nan=False)
     done = subprocess.run([sys.executable, "-c", CLIENT_SCRIPT, args], capture_output=True,
                           text=True)
     if done.returncode != 0:

@@ -98,3 +98,24 @@ def test_corpus_scale_section_smoke(tmp_path: Path) -> None:
     [ascii_only] = run_corpus_scale([2.0], tmp_path / "encode", variants=("python-ascii",),
                                     train=False, repeats=1)
     assert ascii_only.dtype == "uint8" and ascii_only.train_peak_rss_mb is None
+
+
+def test_hot_path_bench_compares_two_sdks_and_prices_beams(tiny_artifact: Path,
+                                                           tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "hot_path.json"
+    this_sdk = Path(bard_sdk.__file__).parent  # "before" = the same SDK: ratios near 1
+    result = subprocess.run(
+        [sys.executable, "-m", "bard.bench.hot_path", "--before", str(this_sdk), "--model",
+         str(tiny_artifact), "--rounds", "1", "--out", str(out)],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    cases = report["hot_path_chars_per_s"]
+    assert set(cases) == {"greedy, batch 1", "sampled, batch 1", "sampled, batch 8",
+                          "sampled, batch 64"}
+    assert all(row["before"] > 0 and row["after"] > 0 for row in cases.values())
+    assert set(report["beam_chars_per_s"]) == {f"beams {k}, batch 1" for k in (1, 2, 4, 8)}
+    assert "| greedy, batch 1 |" in result.stdout and "| beams 8, batch 1 |" in result.stdout
