@@ -441,13 +441,13 @@ class Engine:
                         continue
                     admitted.append(request)
                 self._in_flight += len(admitted)
+            ready: _Ready | None = None
             try:
                 if cancelled:
                     reading, h_read, c_read = self._drop_cancelled(batch, reading, h_read,
                                                                    c_read, cancelled)
                 if admitted:
                     reading, h_read, c_read = self._admit(admitted, reading, h_read, c_read)
-                ready = None
                 if reading:
                     reading, h_read, c_read, ready = self._prefill_chunk(reading, h_read,
                                                                          c_read)
@@ -455,7 +455,9 @@ class Engine:
                     self._decode_step(batch, ready)
             except Exception as err:  # a failure of the runtime: fail the rows, keep serving
                 failure = BardError(f"generation failed: {type(err).__name__}: {err}")
-                for row in [*batch.rows, *reading]:
+                joining = ready.rows if ready is not None else []
+                every = {id(row): row for row in [*batch.rows, *reading, *joining]}
+                for row in every.values():  # ready rows may have joined the batch already
                     row.request.mailbox.finish(None, failure)
                 batch, reading, h_read, c_read = _Batch(self.model), [], None, None
                 with self._wake:
