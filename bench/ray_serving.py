@@ -22,6 +22,8 @@ from pathlib import Path
 
 import bard_sdk
 
+from .procfs import cpu_seconds as process_cpu_seconds
+from .procfs import descendants
 from .serving import (
     ServingConfig,
     ServingReport,
@@ -45,39 +47,20 @@ class RayServingReport(ServingReport):
     load: dict[str, float] = field(default_factory=dict)
 
 
-def process_tree(root: int) -> list[int]:
-    """`root` and every process below it."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parent = int(stat[stat.rindex(")") + 2 :].split()[1])
-            children.setdefault(parent, []).append(int(entry.name))
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo += children.get(pid, [])
-    return found
-
-
 def cpu_seconds(root: int) -> dict[str, float]:
     """CPU time (user + system) used so far by each part of the server rooted at `root`."""
-    ticks = os.sysconf("SC_CLK_TCK")
     totals: dict[str, float] = {}
-    for pid in process_tree(root):
+    for pid in [root, *descendants(root)]:
         try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
             title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
         except OSError:
             continue  # it left meanwhile
-        fields = stat[stat.rindex(")") + 2 :].split()
+        used = process_cpu_seconds(pid)
+        if used is None:
+            continue
         role = "bard serve" if pid == root else next(
             (name for prefix, name in ROLES if title.startswith(prefix)), "other Ray processes")
-        totals[role] = totals.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+        totals[role] = totals.get(role, 0.0) + used
     return totals
 
 

@@ -32,6 +32,8 @@ from typing import Any
 
 import bard_sdk
 
+from .procfs import cpu_seconds
+
 TEMPERATURE = 0.8
 
 
@@ -85,15 +87,6 @@ def summarise(mode: str, callers: int, chars: int, seconds: float,
                          None if server_cpu_s is None else server_cpu_s * per_kchar)
 
 
-def process_cpu_s(pid: int) -> float | None:
-    """User + system CPU seconds of a live process so far (Linux /proc), else None."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 class CpuMeter:
     """CPU seconds this process and, optionally, a server process used inside a `with`."""
 
@@ -104,13 +97,13 @@ class CpuMeter:
 
     def __enter__(self) -> CpuMeter:
         self._own = time.process_time()
-        self._server = None if self.server_pid is None else process_cpu_s(self.server_pid)
+        self._server = None if self.server_pid is None else cpu_seconds(self.server_pid)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.own = time.process_time() - self._own
         if self.server_pid is not None and self._server is not None:
-            end = process_cpu_s(self.server_pid)
+            end = cpu_seconds(self.server_pid)
             self.server = None if end is None else end - self._server
 
     @property

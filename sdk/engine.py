@@ -69,10 +69,11 @@ class Completion:
     completion_chars: int
 
 
-class _LoopWakeups:
-    """Wake-ups for asyncio callers, gathered during one engine step and sent as one
-    `call_soon_threadsafe` per event loop: each call writes to the loop's self-pipe, and 128
-    streams would otherwise cost 128 system calls and loop wake-ups per step."""
+class _StreamWakeups:
+    """How often a streaming caller is woken (`interval`, paced by the rows in the batch), and
+    the asyncio wake-ups of one engine step, sent as one `call_soon_threadsafe` per event loop:
+    each call writes to the loop's self-pipe, and 128 streams would otherwise cost 128 system
+    calls and loop wake-ups per step."""
 
     def __init__(self) -> None:
         self._pending: dict[asyncio.AbstractEventLoop, list[asyncio.Event]] = {}
@@ -105,7 +106,7 @@ class _Mailbox:
     character.
     """
 
-    def __init__(self, wakeups: _LoopWakeups) -> None:
+    def __init__(self, wakeups: _StreamWakeups) -> None:
         self._wakeups = wakeups  # the engine's; only the engine thread wakes a mailbox
         self._lock = threading.Lock()
         self._pieces: list[str] = []
@@ -323,7 +324,7 @@ class Engine:
         self.max_active, self.max_queued = int(max_active), int(max_queued)
         self.prefill_chunk = int(prefill_chunk)
         self._wake = threading.Condition()
-        self._wakeups = _LoopWakeups()
+        self._wakeups = _StreamWakeups()
         self._queue: deque[Request] = deque()
         self._cancelled: set[int] = set()
         self._closed = False

@@ -18,6 +18,7 @@ from pathlib import Path
 import bard_sdk
 import httpx
 import pytest
+from bard.bench.procfs import all_stat_fields
 
 from tests.cli.test_cli import assert_one_line_error
 from tests.conftest import ROOT, bard_cli
@@ -40,19 +41,9 @@ from ray.serve.schema import ServeDeploySchema  # noqa: E402
 
 
 def session_pids(session: int) -> list[int]:
-    """Live processes whose session id is `session` (field 6 of /proc/PID/stat)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
-        if int(fields[3]) == session and fields[0] != "Z":
-            found.append(int(entry.name))
-    return found
+    """Live processes whose session id is `session`."""
+    return [pid for pid, fields in all_stat_fields()
+            if int(fields[3]) == session and fields[0] != "Z"]
 
 
 def stop_ray_server(server: Server) -> list[int]:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from bard.bench.procfs import descendants
 from bard.training.checkpoint import find_checkpoint, load_checkpoint, model_from_checkpoint
 from bard.training.data import Splits, eval_spans
 from bard.training.evaluate import stream_nll
@@ -100,26 +101,6 @@ def test_a_dead_rank_ends_the_job_instead_of_hanging(tmp_path: Path) -> None:
     _, err = job.communicate(timeout=180)
     assert job.returncode != 0
     assert "rank      : 1" in err or "rank: 1" in err, err[-2000:]
-
-
-def descendants(root: int) -> list[int]:
-    """Every process below `root`, nearest first, from the parent pids in /proc/<pid>/stat."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        parent = int(stat[stat.rindex(")") + 2 :].split()[1])  # after "pid (comm) state"
-        children.setdefault(parent, []).append(int(entry.name))
-    found, todo = [], [root]
-    while todo:
-        for child in children.get(todo.pop(0), []):
-            found.append(child)
-            todo.append(child)
-    return found
 
 
 def find_rank(job: int, rank: int) -> int | None:
