@@ -76,7 +76,7 @@ def chunk_ab(model_dir: str, chars: int, repeats: int) -> dict[str, dict[str, fl
     for index in range(repeats + 1):
         for name, chunk in chunks.items():
             start, start_cpu = time.perf_counter(), time.thread_time()
-            runner = model._runner  # bard's own bench: the raw prefill, chunk size varied
+            runner = model.runner  # bard's own bench: the raw prefill, chunk size varied
             prefill(runner, [ids], runner.state(*model.zero_state(1)), chunk=chunk)
             if index:  # the first round warms up
                 cpu[name].append((time.thread_time() - start_cpu) * 1e3)

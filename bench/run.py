@@ -341,7 +341,7 @@ def bench_state_round_trip(report: Report, model: bard_sdk.Model,
     """Device -> host -> device for the whole state (what finishing rows costs, and what
     every step would cost without IOBinding)."""
     for batch in config.batches:
-        state = model._runner.state(*model.zero_state(batch))  # bard's own bench
+        state = model.runner.state(*model.zero_state(batch))  # bard's own bench
         rows = np.arange(batch)
         times = timed(lambda s=state, r=rows: s.select(r), config.repeats)
         report.measurements.append(Measurement("sdk cuda", "state_round_trip_us", batch,

@@ -43,11 +43,13 @@ def integer(value: Any, name: str, *, minimum: int | None = None,
     """`value` as an int, or InvalidArgumentError naming `name` and the allowed range."""
     if not is_integer(value):
         raise InvalidArgumentError(
-            f"{name} must be an integer{_bounds(minimum, None, maximum)}, got {describe(value)}")
+            f"{name} must be an integer{_bounds(minimum, None, maximum)}, got {describe(value)}",
+            param=name)
     number = int(value)
     if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
         raise InvalidArgumentError(
-            f"{name} must be an integer{_bounds(minimum, None, maximum)}, got {describe(number)}")
+            f"{name} must be an integer{_bounds(minimum, None, maximum)}, got {describe(number)}",
+            param=name)
     return number
 
 
@@ -56,21 +58,24 @@ def real(value: Any, name: str, *, minimum: float | None = None, above: float | 
     """`value` as a finite float within the bounds (`above` is exclusive), or an error."""
     bounds = _bounds(minimum, above, maximum)
     if not is_number(value):
-        raise InvalidArgumentError(f"{name} must be a number{bounds}, got {describe(value)}")
+        raise InvalidArgumentError(f"{name} must be a number{bounds}, got {describe(value)}",
+                                   param=name)
     try:
         number = float(value)
     except OverflowError:  # an int beyond float range
         number = math.inf
     if not math.isfinite(number):
         raise InvalidArgumentError(f"{name} must be a finite number{bounds}, got "
-                                   f"{describe(value)}")
+                                   f"{describe(value)}", param=name)
     if ((minimum is not None and number < minimum) or (above is not None and number <= above)
             or (maximum is not None and number > maximum)):
-        raise InvalidArgumentError(f"{name} must be a number{bounds}, got {describe(value)}")
+        raise InvalidArgumentError(f"{name} must be a number{bounds}, got {describe(value)}",
+                                   param=name)
     return number
 
 
 def string(value: Any, name: str) -> str:
     if not isinstance(value, str):
-        raise InvalidArgumentError(f"{name} must be a string, got {type(value).__name__}")
+        raise InvalidArgumentError(f"{name} must be a string, got {type(value).__name__}",
+                                   param=name)
     return value

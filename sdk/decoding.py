@@ -18,8 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .contract import PADDING_ID
 from .errors import InvalidArgumentError
-from .generation import PADDING_ID, Batch, prefill
+from .generation import Batch, prefill
 from .runtime import Runner, State
 from .sampling import SamplingParams, sample, uniforms
 

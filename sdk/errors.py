@@ -6,7 +6,13 @@ class BardError(Exception):
 
 
 class InvalidArgumentError(BardError, ValueError):
-    """An argument the caller passed is of the wrong type or out of range."""
+    """An argument the caller passed is of the wrong type or out of range. `param` names
+    the argument (as the SDK calls it) when the error is about one, so a layer above (the
+    HTTP server) can point at its own field without reading the message."""
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class ArtifactError(BardError, ValueError):
@@ -23,6 +29,7 @@ class UnknownCharacterError(BardError, ValueError):
             f"{total} character(s) not in the model's vocabulary: {shown}{more} "
             "(pass on_unknown='skip' or 'replace')"
         )
+        self.param = "prompt"  # the text that was encoded; a layer above may know better
         self.positions = [pos for pos, _ in unknown]
         self.characters = sorted({ch for _, ch in unknown})
 

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .contract import PADDING_ID
 from .runtime import Runner, State
 
-PADDING_ID = -1
+__all__ = ["PADDING_ID", "PREFILL_CHUNK", "Batch", "prefill"]
 # Characters per row per prefill call. onnxruntime's LSTM holds ~13 KB per (row x character)
 # for the shipped 2 x 512 model while a call runs, so this bounds a call to ~3.3 MB per row;
 # 1,000-character prompts take 4 calls, within 10% of one call's time (BENCHMARKS.md).

@@ -13,15 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import contract
+from .contract import INPUT_NAMES, OUTPUT_NAMES, PADDING_ID
 from .display import printable
 from .errors import ArtifactError
 from .schema import validate_manifest_schema
 
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
-PADDING_ID = -1
-INPUT_NAMES = ("tokens", "h0", "c0")
-OUTPUT_NAMES = ("logits", "hn", "cn")
 # A manifest is a few kilobytes; these bounds keep a hostile one from costing more than that.
 MAX_MANIFEST_BYTES = 8 * 2**20
 MAX_JSON_DEPTH = 32
@@ -88,14 +87,18 @@ def tensor_spec(name: str, dtype: str, shape: list[str | int]) -> dict[str, Any]
 
 def graph_section(num_layers: int, hidden_size: int, vocab_size: int, opset: int) -> dict[str, Any]:
     """The graph contract: names, dtypes and shapes of every input and output."""
-    state = [num_layers, "batch", hidden_size]
+    state: list[str | int] = list(contract.state_shape(num_layers, 0, hidden_size))
+    state[1] = "batch"
     return {
         "opset": opset,
         "padding_id": PADDING_ID,
-        "inputs": [tensor_spec("tokens", "int64", ["batch", "time"]),
-                   tensor_spec("h0", "float32", state), tensor_spec("c0", "float32", state)],
-        "outputs": [tensor_spec("logits", "float32", ["batch", "time", vocab_size]),
-                    tensor_spec("hn", "float32", state), tensor_spec("cn", "float32", state)],
+        "inputs": [tensor_spec(contract.TOKENS, contract.TOKENS_DTYPE, ["batch", "time"]),
+                   tensor_spec(contract.H0, contract.STATE_DTYPE, state),
+                   tensor_spec(contract.C0, contract.STATE_DTYPE, state)],
+        "outputs": [tensor_spec(contract.LOGITS, contract.LOGITS_DTYPE,
+                                ["batch", "time", vocab_size]),
+                    tensor_spec(contract.HN, contract.STATE_DTYPE, state),
+                    tensor_spec(contract.CN, contract.STATE_DTYPE, state)],
     }
 
 

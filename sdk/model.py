@@ -7,17 +7,20 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, overload
+from typing import overload
 
 import numpy as np
 
-from .arguments import describe, integer, real, string
+from . import contract
+from .arguments import describe, string
 from .beam import beam_search
-from .decoding import Generator, LogitsProcessor, RowSettings
+from .contract import PADDING_ID
+from .decoding import Generator, LogitsProcessor
 from .errors import ArtifactError, InvalidArgumentError
-from .generation import PADDING_ID, Batch, prefill
+from .generation import Batch, prefill
 from .manifest import Manifest, read_manifest, read_model_bytes
 from .onnx_scan import check_self_contained
+from .options import MAX_NEW_CHARS, GenerationOptions, check_prompts
 from .runtime import (
     MODEL_ERRORS,
     Runner,
@@ -26,19 +29,12 @@ from .runtime import (
     first_line,
     make_runner,
 )
-from .sampling import SamplingParams, row_keys
+from .session import Session
 from .vocab import OnUnknown, Vocabulary
 
-if TYPE_CHECKING:
-    from .session import Session
+__all__ = ["MAX_NEW_CHARS", "Model", "Score"]
 
 SCORE_CHUNK = 4096
-# The most characters one call may generate per row: about a day at batch 1 on a CPU, and a
-# 1 GB string. Larger values are surely a mistake (10**12 once meant a MemoryError); for
-# "until the stop string", pass a large limit such as 10**8: only what is produced is kept.
-MAX_NEW_CHARS = 10**9
-SEED_LIMIT = 2**64  # seeds are 64-bit: 0 <= seed < 2**64
-MAX_BEAMS = 256
 
 
 @dataclass(frozen=True)
@@ -56,49 +52,6 @@ class Score:
     @property
     def bits_per_char(self) -> float:
         return self.nats_per_char / math.log(2)
-
-
-def check_prompts(prompt: str | Sequence[str]) -> tuple[list[str], bool]:
-    """Normalise a prompt or list of prompts; returns (prompts, was_single)."""
-    if isinstance(prompt, str):
-        return [prompt], True
-    if not isinstance(prompt, (list, tuple)):
-        raise InvalidArgumentError(
-            f"prompt must be a string or a list of strings, got {type(prompt).__name__}")
-    if not prompt:
-        raise InvalidArgumentError("prompt list is empty")
-    bad = [i for i, p in enumerate(prompt) if not isinstance(p, str)]
-    if bad:
-        raise InvalidArgumentError(f"prompt list must hold strings only; item {bad[0]} is "
-                                   f"{type(prompt[bad[0]]).__name__}")
-    return list(prompt), False
-
-
-def check_seed(seed: object) -> int | None:
-    """None (fresh entropy) or an integer in [0, 2**64), Python or numpy."""
-    if seed is None:
-        return None
-    return integer(seed, "seed", minimum=0, maximum=SEED_LIMIT - 1)
-
-
-def check_seeds(seed: int | Sequence[int] | None, rows: int) -> list[int | None]:
-    """One seed per row: a list gives them; one int seeds row i with seed + i."""
-    if isinstance(seed, (list, tuple, np.ndarray)):
-        seeds = [check_seed(s) for s in list(seed)]
-        if len(seeds) != rows or any(s is None for s in seeds):
-            raise InvalidArgumentError(f"got {len(seeds)} seeds for {rows} prompts; pass one "
-                                       "integer per prompt")
-        return seeds
-    first = check_seed(seed)
-    if first is None:
-        return [None] * rows
-    if first + rows > SEED_LIMIT:
-        raise InvalidArgumentError(f"seed + {rows - 1} (one per row) must stay below 2**64")
-    return [first + i for i in range(rows)]
-
-
-def check_max_new(max_new_chars: int) -> int:
-    return integer(max_new_chars, "max_new_chars", minimum=0, maximum=MAX_NEW_CHARS)
 
 
 class Model:
@@ -119,16 +72,19 @@ class Model:
         self.variant = variant
         self.vocab = Vocabulary(self.manifest.vocabulary)
         self._check_graph()
-        self._runner: Runner = make_runner(self._ort_session, self.device)
-        self.prime_id = self.vocab.index.get("\n", 0)
+        # The documented seam for graph calls (see `with_runner`): `state(h, c) -> State`
+        # and `step(tokens, state) -> (logits, State)`.
+        self.runner: Runner = make_runner(self._ort_session, self.device)
+        self.prime_id = contract.prime_id(self.vocab.index)
         self._probe()
 
     def _check_graph(self) -> None:
         inputs = [i.name for i in self._ort_session.get_inputs()]
         outputs = [o.name for o in self._ort_session.get_outputs()]
-        if inputs != ["tokens", "h0", "c0"] or outputs != ["logits", "hn", "cn"]:
+        if tuple(inputs) != contract.INPUT_NAMES or tuple(outputs) != contract.OUTPUT_NAMES:
             raise ArtifactError(f"model graph has inputs {inputs} and outputs {outputs}; "
-                                "expected tokens, h0, c0 -> logits, hn, cn")
+                                f"expected {', '.join(contract.INPUT_NAMES)} -> "
+                                f"{', '.join(contract.OUTPUT_NAMES)}")
         vocab_dim = self._ort_session.get_outputs()[0].shape[-1]
         if vocab_dim != len(self.vocab):
             raise ArtifactError(f"model graph predicts {vocab_dim} characters but the manifest "
@@ -147,13 +103,15 @@ class Model:
                                  len(self.vocab))
         tokens = np.array([[self.prime_id] * 2, [self.prime_id, PADDING_ID]], dtype=np.int64)
         try:
-            logits, state = self._runner.step(tokens, self._runner.state(*self.zero_state(2)))
+            logits, state = self.runner.step(tokens, self.runner.state(*self.zero_state(2)))
             h, c = state.to_numpy()
         except MODEL_ERRORS as err:
             raise ArtifactError(f"model graph fails on a first character: "
                                 f"{first_line(err)}") from None
-        expected = {"logits": (2, 2, vocab), "hn": (layers, 2, hidden), "cn": (layers, 2, hidden)}
-        for name, array in (("logits", logits), ("hn", h), ("cn", c)):
+        state_shape = contract.state_shape(layers, 2, hidden)
+        expected = {contract.LOGITS: (2, 2, vocab), contract.HN: state_shape,
+                    contract.CN: state_shape}
+        for name, array in zip(contract.OUTPUT_NAMES, (logits, h, c)):
             if array.shape != expected[name] or array.dtype != np.float32:
                 raise ArtifactError(
                     f"model graph emits {name} {array.dtype} {list(array.shape)} for 2 rows of 2 "
@@ -172,8 +130,8 @@ class Model:
         """One raw call of the graph, numpy in and out: ids [batch, time] (-1 pads the end of
         a row) and the state [layers, batch, hidden] -> logits [batch, time, vocab], h, c.
         For parity checks and experiments; generation keeps the state on the device."""
-        logits, state = self._runner.step(np.asarray(tokens, dtype=np.int64),
-                                          self._runner.state(h, c))
+        logits, state = self.runner.step(np.asarray(tokens, dtype=np.int64),
+                                          self.runner.state(h, c))
         h_out, c_out = state.to_numpy()
         return logits, h_out, c_out
 
@@ -182,54 +140,33 @@ class Model:
         counting, timing or injecting failures (tests, profilers). The original is unchanged.
         A runner has `state(h, c) -> State` and `step(tokens, state) -> (logits, State)`."""
         view = copy.copy(self)
-        view._runner = wrap(self._runner)
+        view.runner = wrap(self.runner)
         return view
 
     def zero_state(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
-        shape = (self.manifest.num_layers, rows, self.manifest.hidden_size)
-        return np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+        return contract.zero_state(self.manifest.num_layers, rows, self.manifest.hidden_size)
 
     def encode(self, text: str, on_unknown: OnUnknown = "error",
                replacement: str | None = None) -> np.ndarray:
         return self.vocab.encode(text, on_unknown, replacement)
 
-    def _prefill_prompts(self, prompts: list[str], on_unknown: OnUnknown,
-                         replacement: str | None) -> Batch:
-        """Empty prompts (or prompts emptied by on_unknown='skip') start from the zero state
-        primed with a newline, the way a speech starts in the training text."""
-        ids = [self.encode(p, on_unknown, replacement) for p in prompts]
-        ids = [i if len(i) else np.array([self.prime_id], np.int64) for i in ids]
-        return prefill(self._runner, ids, self._runner.state(*self.zero_state(len(ids))))
+    def prompt_ids(self, prompt: str, on_unknown: OnUnknown = "error",
+                   replacement: str | None = None) -> np.ndarray:
+        """The ids the model reads for `prompt`: its characters, or the prime character
+        alone for an empty prompt (the contract's empty-prompt rule)."""
+        ids = self.encode(string(prompt, "prompt"), on_unknown, replacement)
+        return contract.prompt_ids(ids, self.prime_id)
 
-    def _stops(self, stop: str | Sequence[str] | None) -> list[np.ndarray]:
-        if stop is None:
-            return []
-        if not isinstance(stop, (str, list, tuple)):
-            raise InvalidArgumentError(
-                f"stop must be a string or a list of strings, got {type(stop).__name__}")
-        stops = [stop] if isinstance(stop, str) else list(stop)
-        if any(not isinstance(s, str) or not s for s in stops):
-            raise InvalidArgumentError(
-                f"stop must be a non-empty string or a list of them, got {describe(stop)}")
-        for s in stops:  # it could never be generated: say so rather than never stop
-            unknown = sorted({ch for ch in s if ch not in self.vocab})
-            if unknown:
-                raise InvalidArgumentError(
-                    f"stop string {describe(s)} can never occur: "
-                    f"{', '.join(map(repr, unknown[:10]))} not in the model's vocabulary")
-        return [self.vocab.encode(s) for s in stops]
+    def _prefill_prompts(self, prompts: list[str], options: GenerationOptions) -> Batch:
+        ids = [self.prompt_ids(p, options.on_unknown, options.replacement) for p in prompts]
+        return prefill(self.runner, ids, self.runner.state(*self.zero_state(len(ids))))
 
     # ------------------------------------------------------------------ public API
 
-    def _settings(self, rows: int, max_new_chars: object, temperature: object, top_k: object,
-                  top_p: object, stop: str | Sequence[str] | None,
-                  seed: int | Sequence[int] | None) -> list[RowSettings]:
-        """Every option checked once, before any work: one RowSettings per row."""
-        max_new = check_max_new(max_new_chars)
-        params = SamplingParams.checked(temperature, top_k, top_p, len(self.vocab))
-        keys = row_keys(check_seeds(seed, rows))
-        stops = tuple(self._stops(stop))
-        return [RowSettings(params, key, max_new, stops) for key in keys]
+    def options(self, *, rows: int = 1, **arguments: object) -> GenerationOptions:
+        """`GenerationOptions.checked` for this model's vocabulary: the keyword arguments of
+        `generate` (besides the prompt), checked once."""
+        return GenerationOptions.checked(self.vocab, rows=rows, **arguments)  # type: ignore[arg-type]
 
     def generator(self, prompt: str | Sequence[str], *, max_new_chars: int = 200,
                   temperature: float = 1.0, top_k: int | None = None,
@@ -244,12 +181,17 @@ class Model:
         sample (e.g. `bard_sdk.RepetitionPenalty`, `bard_sdk.BanCharacters`).
         """
         prompts, _ = check_prompts(prompt)
-        settings = self._settings(len(prompts), max_new_chars, temperature, top_k, top_p,
-                                  stop, seed)
-        processors = check_processors(logits_processors)
-        batch = self._prefill_prompts(prompts, on_unknown, replacement)
-        return Generator(self.vocab.chars, batch, self._runner, settings, processors,
-                         encode=self.encode)
+        options = self.options(rows=len(prompts), max_new_chars=max_new_chars,
+                               temperature=temperature, top_k=top_k, top_p=top_p, stop=stop,
+                               seed=seed, logits_processors=logits_processors,
+                               on_unknown=on_unknown, replacement=replacement)
+        return self.generator_for(prompts, options)
+
+    def generator_for(self, prompts: list[str], options: GenerationOptions) -> Generator:
+        """`generator` with the prompts and options checked already."""
+        batch = self._prefill_prompts(prompts, options)
+        return Generator(self.vocab.chars, batch, self.runner, options.row_settings(len(prompts)),
+                         options.logits_processors, encode=self.encode)
 
     @overload
     def generate(self, prompt: str, max_new_chars: int = ..., *, temperature: float = ...,
@@ -282,41 +224,27 @@ class Model:
         search; a finished beam is ranked by log-likelihood / length ** length_penalty).
         """
         prompts, single = check_prompts(prompt)
-        beams = integer(num_beams, "num_beams", minimum=1, maximum=MAX_BEAMS)
-        if beams > 1:
-            texts = self._beam_search(prompts, max_new_chars, beams, length_penalty, stop,
-                                      temperature, top_k, top_p, seed, logits_processors,
-                                      on_unknown, replacement)
-        else:
-            gen = self.generator(prompts, max_new_chars=max_new_chars,
-                                 temperature=temperature, top_k=top_k, top_p=top_p, stop=stop,
-                                 seed=seed, logits_processors=logits_processors,
-                                 on_unknown=on_unknown, replacement=replacement)
-            while not gen.done:
-                gen.step()
-            texts = gen.texts
+        options = self.options(rows=len(prompts), max_new_chars=max_new_chars,
+                               temperature=temperature, top_k=top_k, top_p=top_p, stop=stop,
+                               seed=seed, logits_processors=logits_processors,
+                               num_beams=num_beams, length_penalty=length_penalty,
+                               on_unknown=on_unknown, replacement=replacement)
+        texts = self.generate_checked(prompts, options)
         return texts[0] if single else texts
 
-    def _beam_search(self, prompts: list[str], max_new_chars: object, beams: int,
-                     length_penalty: object, stop: str | Sequence[str] | None,
-                     temperature: object, top_k: object, top_p: object, seed: object,
-                     processors: object, on_unknown: OnUnknown,
-                     replacement: str | None) -> list[str]:
-        sampling = {"temperature": temperature != 1.0, "top_k": top_k is not None,
-                    "top_p": top_p is not None, "seed": seed is not None,
-                    "logits_processors": bool(processors)}
-        given = [name for name, used in sampling.items() if used]
-        if given:
-            raise InvalidArgumentError(f"{', '.join(given)} do(es) not apply to beam search "
-                                       "(num_beams > 1), which does not sample")
-        max_new = check_max_new(max_new_chars)
-        penalty = real(length_penalty, "length_penalty", minimum=-10.0, maximum=10.0)
-        stops = self._stops(stop)
-        if max_new == 0:
-            return [""] * len(prompts)
-        batch = self._prefill_prompts(prompts, on_unknown, replacement)
-        found = beam_search(self._runner, batch, max_new, beams, penalty, stops)
-        return [self.vocab.decode(list(ids)) for ids, _ in found]
+    def generate_checked(self, prompts: list[str], options: GenerationOptions) -> list[str]:
+        """`generate` with the prompts and options checked already: one text per prompt."""
+        if options.num_beams > 1:
+            if options.max_new_chars == 0:
+                return [""] * len(prompts)
+            batch = self._prefill_prompts(prompts, options)
+            found = beam_search(self.runner, batch, options.max_new_chars, options.num_beams,
+                                options.length_penalty, list(options.stop_ids))
+            return [self.vocab.decode(list(ids)) for ids, _ in found]
+        gen = self.generator_for(prompts, options)
+        while not gen.done:
+            gen.step()
+        return gen.texts
 
     @overload
     def stream(self, prompt: str, max_new_chars: int = ..., *, temperature: float = ...,
@@ -353,11 +281,11 @@ class Model:
               replacement: str | None = None) -> Score:
         """Total log-likelihood of `text` from the zero state, in one stream (state carried)."""
         ids = self.encode(string(text, "text"), on_unknown, replacement)
-        state = self._runner.state(*self.zero_state(1))
+        state = self.runner.state(*self.zero_state(1))
         total = 0.0
         for start in range(0, len(ids) - 1, SCORE_CHUNK):
             chunk = ids[start : start + SCORE_CHUNK + 1]
-            logits, state = self._runner.step(chunk[None, :-1], state)
+            logits, state = self.runner.step(chunk[None, :-1], state)
             z = logits[0].astype(np.float64)
             z -= z.max(axis=1, keepdims=True)
             log_probs = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
@@ -367,8 +295,6 @@ class Model:
     def session(self, prompt: str = "", *, on_unknown: OnUnknown = "error",
                 replacement: str | None = None) -> Session:
         """A stateful continuation: feed text, generate, fork, export and restore the state."""
-        from .session import Session
-
         prompt = string(prompt, "prompt")
         session = Session(self, *self.zero_state(1), None)
         if prompt:
@@ -386,10 +312,3 @@ def _stream_rows(gen: Generator, chars: Sequence[str]) -> Iterator[tuple[int, st
     while not gen.done:
         rows, ids = gen.step()
         yield from ((int(r), chars[int(i)]) for r, i in zip(rows, ids))
-
-
-def check_processors(processors: object) -> list[LogitsProcessor]:
-    if not isinstance(processors, (list, tuple)) or not all(callable(p) for p in processors):
-        raise InvalidArgumentError("logits_processors must be a list of callables "
-                                   "(step, ids, logits) -> logits")
-    return list(processors)

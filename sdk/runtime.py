@@ -21,6 +21,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .arguments import describe, integer
+from .contract import C0, CN, H0, HN, LOGITS, OUTPUT_NAMES, TOKENS
 from .cuda import CUDA, check_cuda
 from .errors import ArtifactError, DeviceError, InvalidArgumentError
 
@@ -186,14 +187,14 @@ class HostRunner:
 
     def __init__(self, session: ort.InferenceSession) -> None:
         self.session = session
-        self.names = ["logits", "hn", "cn"]
+        self.names = list(OUTPUT_NAMES)
 
     def state(self, h: np.ndarray, c: np.ndarray) -> HostState:
         return HostState(np.ascontiguousarray(h, np.float32), np.ascontiguousarray(c, np.float32))
 
     def step(self, tokens: np.ndarray, state: HostState) -> tuple[np.ndarray, HostState]:
-        logits, h, c = self.session.run(self.names, {"tokens": tokens, "h0": state.h,
-                                                     "c0": state.c})
+        logits, h, c = self.session.run(self.names, {TOKENS: tokens, H0: state.h,
+                                                     C0: state.c})
         return logits, HostState(h, c)
 
 
@@ -234,12 +235,12 @@ class BoundRunner:
 
     def step(self, tokens: np.ndarray, state: DeviceState) -> tuple[np.ndarray, DeviceState]:
         binding = self.session.io_binding()
-        binding.bind_cpu_input("tokens", tokens)
-        binding.bind_ortvalue_input("h0", state.h)
-        binding.bind_ortvalue_input("c0", state.c)
-        binding.bind_output("logits", "cpu")
-        binding.bind_output("hn", self.device, self.device_id)
-        binding.bind_output("cn", self.device, self.device_id)
+        binding.bind_cpu_input(TOKENS, tokens)
+        binding.bind_ortvalue_input(H0, state.h)
+        binding.bind_ortvalue_input(C0, state.c)
+        binding.bind_output(LOGITS, "cpu")
+        binding.bind_output(HN, self.device, self.device_id)
+        binding.bind_output(CN, self.device, self.device_id)
         self.session.run_with_iobinding(binding)
         logits, h, c = binding.get_outputs()
         return logits.numpy(), DeviceState(h, c, self.device, self.device_id)

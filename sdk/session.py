@@ -7,25 +7,38 @@ three arrays and restoring them (in this process or another) continues the text 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
+from . import contract
 from .arguments import describe, integer, string
 from .decoding import Generator, LogitsProcessor
 from .errors import InvalidArgumentError
 from .generation import Batch, prefill
-from .model import check_processors, check_seed
-from .vocab import OnUnknown
+from .manifest import Manifest
+from .options import GenerationOptions
+from .runtime import Runner
+from .vocab import OnUnknown, Vocabulary
 
-if TYPE_CHECKING:
-    from .model import Model
+
+class SessionModel(Protocol):
+    """What a session needs of its `Model` (so this module does not import model.py, which
+    imports it for `Model.session`)."""
+
+    manifest: Manifest
+    vocab: Vocabulary
+    runner: Runner
+    prime_id: int
+
+    def encode(self, text: str, on_unknown: OnUnknown = "error",
+               replacement: str | None = None) -> np.ndarray: ...
 
 
 class Session:
     """A single stream of text; not shared between threads (fork it instead)."""
 
-    def __init__(self, model: Model, h: np.ndarray, c: np.ndarray,
+    def __init__(self, model: SessionModel, h: np.ndarray, c: np.ndarray,
                  logits: np.ndarray | None, length: int = 0) -> None:
         self.model = model
         self.h, self.c = h, c
@@ -38,7 +51,7 @@ class Session:
         ids = self.model.encode(string(text, "text"), on_unknown, replacement)
         if not len(ids):
             return
-        runner = self.model._runner
+        runner = self.model.runner
         batch = prefill(runner, [ids], runner.state(self.h, self.c))
         self._keep(batch, len(ids))
 
@@ -53,18 +66,20 @@ class Session:
                  logits_processors: Sequence[LogitsProcessor] = ()) -> str:
         """Continue the text; what is generated becomes part of the session's state."""
         model = self.model
-        settings = model._settings(1, max_new_chars, temperature, top_k, top_p, stop,
-                                   check_seed(seed))
-        processors = check_processors(logits_processors)
-        if settings[0].max_new == 0:
+        options = GenerationOptions.checked(
+            model.vocab, max_new_chars=max_new_chars, temperature=temperature, top_k=top_k,
+            top_p=top_p, stop=stop, seed=seed, logits_processors=logits_processors,
+            single_seed=True)
+        if options.max_new_chars == 0:
             return ""
-        runner = model._runner
-        if self.logits is None:  # nothing fed yet: prime with a newline, as Model does
-            batch = prefill(runner, [np.array([model.prime_id])], runner.state(self.h, self.c))
+        runner = model.runner
+        if self.logits is None:  # nothing fed yet: the empty-prompt rule, as Model reads it
+            empty = contract.prompt_ids(np.zeros(0, np.int64), model.prime_id)
+            batch = prefill(runner, [empty], runner.state(self.h, self.c))
         else:
             batch = Batch(runner.state(self.h, self.c), self.logits)
-        gen = Generator(model.vocab.chars, batch, runner, settings, processors,
-                        keep_state=True)
+        gen = Generator(model.vocab.chars, batch, runner, options.row_settings(1),
+                        options.logits_processors, keep_state=True)
         while not gen.done:
             gen.step()
         out = gen.ids(0)
@@ -85,7 +100,7 @@ class Session:
         return state
 
     @classmethod
-    def restore(cls, model: Model, state: Mapping[str, Any]) -> Session:
+    def restore(cls, model: SessionModel, state: Mapping[str, Any]) -> Session:
         """Rebuild a session from `export_state()` output (e.g. `dict(np.load(path))`),
         checking keys, shapes, dtypes, finiteness and length against the model."""
         if not isinstance(state, Mapping):
@@ -96,7 +111,7 @@ class Session:
             raise InvalidArgumentError(
                 f"state must hold 'h' and 'c' (and optionally 'logits', 'length'); got keys "
                 f"{describe(sorted(map(str, keys)))}")
-        shape = (model.manifest.num_layers, 1, model.manifest.hidden_size)
+        shape = contract.state_shape(model.manifest.num_layers, 1, model.manifest.hidden_size)
         h = _float_array(state["h"], "h", shape)
         c = _float_array(state["c"], "c", shape)
         logits = state.get("logits")

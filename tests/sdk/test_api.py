@@ -35,7 +35,10 @@ def test_options_are_keyword_only(model: bard_sdk.Model) -> None:
         model.session("ROMEO:", "skip")  # type: ignore[misc]
     with pytest.raises(TypeError):
         bard_sdk.load(None, "cpu")  # type: ignore[misc]
-    assert not hasattr(model, "runner") and not hasattr(model, "ort_session")
+    assert not hasattr(model, "ort_session")
+    # The runner is public since issue 20, as the documented seam of `with_runner`: the
+    # engine's scheduler, sessions and benches call the graph through it.
+    assert callable(model.runner.state) and callable(model.runner.step)
 
 
 def test_generator_loop_equals_generate(model: bard_sdk.Model) -> None:

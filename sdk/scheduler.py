@@ -1,0 +1,311 @@
+"""`Scheduler`: continuous batching as plain method calls, with no threads and no locks.
+
+A recurrent model's whole per-sequence state is a fixed-size (h, c), so requests can join and
+leave a running batch between any two steps (iteration-level scheduling, as in Orca and vLLM).
+`add` queues a request, `cancel` marks one to leave, and each `step()`
+
+1. drops cancelled requests (queued, prefilling or generating: a caller that leaves frees
+   its row within one step),
+2. admits queued requests, oldest first, up to `max_active` rows in flight,
+3. runs one prefill chunk for every row still reading its prompt (`Prefill`: at most
+   `prefill_chunk` characters per row, so a long prompt never stalls the rows that generate),
+4. runs one decode step for every generating row (`RunningBatch`): sample, hand the text to
+   the request, retire the rows that end, feed the rest with the rows that just joined.
+
+It returns the requests that ended in the step with their outcome; whoever drives it (the
+`Engine`'s thread, or a test) finishes them. Each row samples exactly as `Model.generate` does
+alone (same prefill semantics, same random stream keyed by (seed, step), same stop rule).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .contract import PADDING_ID
+from .decoding import Rows
+from .errors import BardError
+from .model import Model
+from .requests import Completion, FinishReason, Outcome, Request
+
+Finished = list[tuple[Request, Outcome]]
+"""The requests that ended in one step, each with its completion or error."""
+
+
+class Row:
+    """A request inside the engine: where its prompt is read up to, and the text it has made
+    and handed over (with the hold-back that keeps a stop string's start out of a stream)."""
+
+    __slots__ = ("cursor", "held", "produced", "request", "sent")
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+        self.cursor = 0  # prompt characters fed so far
+        self.produced: list[str] = []
+        self.sent = 0  # characters handed to the caller
+        longest_stop = max((len(s) for s in request.stops), default=0)
+        # Without the stop string in the text, the last few characters wait until they
+        # cannot be the start of one.
+        self.held = 0 if request.include_stop else max(longest_stop - 1, 0)
+
+    def emit(self, ch: str) -> None:
+        """A character of a row that goes on."""
+        self.produced.append(ch)
+        if len(self.produced) - self.sent > self.held:
+            self.request.mailbox.put("".join(self.produced[self.sent : len(self.produced)
+                                                           - self.held]))
+            self.sent = len(self.produced) - self.held
+
+    def finish(self, ch: str | None, reason: FinishReason, stop_len: int) -> Completion:
+        """The row's last character (None when cancelled) and why it ends: hands over the
+        text not sent yet and returns the completion."""
+        request = self.request
+        if ch is not None:
+            self.produced.append(ch)
+        text = "".join(self.produced)
+        if reason == "stop" and not request.include_stop:
+            text = text[: len(text) - stop_len]
+        if len(text) > self.sent:
+            request.mailbox.put(text[self.sent :])
+        return Completion(text, reason, request.prompt_chars, len(self.produced))
+
+
+@dataclass
+class Ready:
+    """Rows whose prompts are read but for the last character, with their state: that
+    character is fed with the batch's next step, so joining costs no graph call of its own."""
+
+    rows: list[Row]
+    h: np.ndarray
+    c: np.ndarray
+    last_ids: np.ndarray
+
+
+class Prefill:
+    """Admitted rows still reading their prompts, and their state [layers, rows, hidden]."""
+
+    def __init__(self, model: Model) -> None:
+        self.model = model
+        self.rows: list[Row] = []
+        self.h, self.c = model.zero_state(0)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def admit(self, rows: list[Row]) -> None:
+        """New rows start from the zero state, after the rows already reading."""
+        zeros_h, zeros_c = self.model.zero_state(len(rows))
+        self.rows += rows
+        self.h = np.concatenate([self.h, zeros_h], axis=1)
+        self.c = np.concatenate([self.c, zeros_c], axis=1)
+
+    def drop(self, cancelled: set[int]) -> list[Row]:
+        """Remove the rows of cancelled requests; returns them."""
+        gone = [row for row in self.rows if row.request.id in cancelled]
+        if gone:
+            self._keep([i for i, row in enumerate(self.rows) if row.request.id not in cancelled])
+        return gone
+
+    def clear(self) -> list[Row]:
+        rows = self.rows
+        self._keep([])
+        return rows
+
+    def _keep(self, index: list[int]) -> None:
+        self.rows = [self.rows[i] for i in index]
+        self.h, self.c = self.h[:, index], self.c[:, index]
+
+    def chunk(self, width: int) -> Ready | None:
+        """Feed up to `width` prompt characters of every reading row in one call, all but
+        each prompt's last; rows with only their last character left leave as `Ready`. A
+        one-character prompt (an empty one is the model's prime character) is ready at once."""
+        before_last = np.array([len(r.request.prompt_ids) - 1 - r.cursor for r in self.rows])
+        feeding = np.flatnonzero(before_last > 0)
+        if len(feeding):
+            width = int(min(before_last[feeding].max(), width))
+            self._feed(feeding, width)
+            before_last[feeding] -= np.minimum(before_last[feeding], width)
+        done = np.flatnonzero(before_last == 0)
+        ready = None
+        if len(done):
+            rows = [self.rows[i] for i in done]
+            last = np.array([row.request.prompt_ids[-1] for row in rows], np.int64)
+            ready = Ready(rows, self.h[:, done], self.c[:, done], last)
+            self._keep(np.flatnonzero(before_last > 0).tolist())
+        return ready
+
+    def _feed(self, feeding: np.ndarray, width: int) -> None:
+        """One graph call over the rows at `feeding`, `width` characters each (padded)."""
+        tokens = np.full((len(feeding), width), PADDING_ID, np.int64)
+        cursors = []
+        for k, i in enumerate(feeding.tolist()):
+            row = self.rows[i]
+            end = min(row.cursor + width, len(row.request.prompt_ids) - 1)
+            tokens[k, : end - row.cursor] = row.request.prompt_ids[row.cursor : end]
+            cursors.append(end)
+        runner = self.model.runner
+        _, state = runner.step(tokens, runner.state(self.h[:, feeding], self.c[:, feeding]))
+        self.h, self.c = self.h.copy(), self.c.copy()
+        self.h[:, feeding], self.c[:, feeding] = state.to_numpy()
+        for i, end in zip(feeding.tolist(), cursors):
+            self.rows[i].cursor = end
+
+
+class RunningBatch:
+    """The generating rows: the decode core shared with `Model.generate` (`Rows`), plus the
+    row behind each, in the same order."""
+
+    def __init__(self, model: Model) -> None:
+        runner = model.runner
+        self.vocab_size = len(model.vocab)
+        self.chars = model.vocab.chars
+        self.core = Rows(runner, runner.state(*model.zero_state(0)),
+                         np.zeros((0, self.vocab_size), np.float32), [])
+        self.rows: list[Row] = []
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def join(self, ready: Ready) -> None:
+        """Ready rows join at the end; their logits are filled by the next `feed`."""
+        for row in ready.rows:
+            row.cursor = len(row.request.prompt_ids)
+        self.core.join(self.core.runner.state(ready.h, ready.c),
+                       np.zeros((len(ready.rows), self.vocab_size), np.float32),
+                       [row.request.settings for row in ready.rows])
+        self.rows += ready.rows
+
+    def keep(self, keep: np.ndarray) -> None:
+        self.core.keep(keep)
+        self.rows = [self.rows[i] for i in keep]
+
+    def drop(self, cancelled: set[int]) -> list[Row]:
+        """Remove the rows of cancelled requests; returns them."""
+        gone = [row for row in self.rows if row.request.id in cancelled]
+        if gone:
+            self.keep(np.array([i for i, row in enumerate(self.rows)
+                                if row.request.id not in cancelled], np.int64))
+        return gone
+
+    def sample(self, finished: Finished) -> tuple[np.ndarray, int]:
+        """One character per row; rows that end leave (onto `finished`). Returns the ids of
+        the rows left and how many ended."""
+        ids, stop_len = self.core.sample()
+        chars = self.chars
+        ends = self.core.finished(stop_len)
+        if ends is None:
+            for row, i in zip(self.rows, ids.tolist()):
+                row.emit(chars[i])
+            return ids, 0
+        for row, i, end, stop in zip(self.rows, ids.tolist(), ends.tolist(), stop_len.tolist()):
+            if end:
+                finished.append((row.request, row.finish(chars[i], "stop" if stop else "length",
+                                                         stop)))
+            else:
+                row.emit(chars[i])
+        keep = np.flatnonzero(~ends)
+        self.keep(keep)
+        return ids[keep], len(ends) - len(keep)
+
+
+class Scheduler:
+    """Queue, prefill and batch of one model; see the module docstring. Not thread-safe: one
+    thread (or a test) calls everything."""
+
+    def __init__(self, model: Model, *, max_active: int, prefill_chunk: int) -> None:
+        self.model = model
+        self.max_active = max_active
+        self.prefill_chunk = prefill_chunk
+        self.queue: deque[Request] = deque()
+        self.prefill = Prefill(model)
+        self.batch = RunningBatch(model)
+        self._cancelled: set[int] = set()
+        self.completed = 0  # requests that ended after being admitted (failures aside)
+        self.steps = 0  # decode steps run
+
+    @property
+    def active(self) -> int:
+        """Rows in flight: reading their prompts or generating."""
+        return len(self.prefill) + len(self.batch)
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.queue or self._cancelled or self.prefill or self.batch)
+
+    def add(self, request: Request) -> None:
+        """Queue a request (checked already); it is admitted by a later `step()`."""
+        self.queue.append(request)
+
+    def cancel(self, request_id: int) -> None:
+        """Mark a request to leave at the next `step()`, wherever it is by then."""
+        self._cancelled.add(request_id)
+
+    def step(self) -> Finished:
+        """One iteration (see the module docstring); returns the requests that ended. A
+        failure of the runtime fails the rows in flight; the queue waits for the next step."""
+        finished: Finished = []
+        ready: Ready | None = None
+        try:
+            self._drop_cancelled(finished)
+            self._admit()
+            if self.prefill:
+                ready = self.prefill.chunk(self.prefill_chunk)
+            if self.batch or ready:
+                self._decode(ready, finished)
+        except Exception as err:  # a failure of the runtime: fail the rows, keep serving
+            failure = BardError(f"generation failed: {type(err).__name__}: {err}")
+            joining = ready.rows if ready is not None else []
+            self._fail([*self.batch.rows, *self.prefill.rows, *joining], failure, finished)
+        return finished
+
+    def abort(self, error: BaseException) -> Finished:
+        """End everything, queued or in flight, with `error` (the engine closing)."""
+        finished: Finished = []
+        self._fail([*self.batch.rows, *self.prefill.rows], error, finished)
+        finished += [(request, error) for request in self.queue]
+        self.queue.clear()
+        self._cancelled.clear()
+        return finished
+
+    def _fail(self, rows: Iterable[Row], error: BaseException, finished: Finished) -> None:
+        every = {id(row): row for row in rows}  # ready rows may have joined the batch already
+        finished += [(row.request, error) for row in every.values()]
+        self.batch = RunningBatch(self.model)
+        self.prefill = Prefill(self.model)
+
+    def _drop_cancelled(self, finished: Finished) -> None:
+        if not self._cancelled:
+            return
+        cancelled, self._cancelled = self._cancelled, set()
+        gone = [*self.batch.drop(cancelled), *self.prefill.drop(cancelled)]
+        finished += [(row.request, row.finish(None, "cancelled", 0)) for row in gone]
+        self.completed += len(gone)
+        if any(request.id in cancelled for request in self.queue):
+            waiting = [r for r in self.queue if r.id not in cancelled]
+            finished += [(r, Completion("", "cancelled", r.prompt_chars, 0))
+                         for r in self.queue if r.id in cancelled]
+            self.queue = deque(waiting)
+
+    def _admit(self) -> None:
+        free = self.max_active - self.active
+        if free > 0 and self.queue:
+            self.prefill.admit([Row(self.queue.popleft())
+                                for _ in range(min(free, len(self.queue)))])
+
+    def _decode(self, ready: Ready | None, finished: Finished) -> None:
+        """Sample a character for every generating row, retire the rows that end, then feed
+        the survivors' characters and the ready rows' last prompt characters in one call."""
+        batch = self.batch
+        ids = np.zeros(0, np.int64)
+        if len(batch):
+            ids, ended = batch.sample(finished)
+            self.steps += 1
+            self.completed += ended
+        if ready is not None:
+            batch.join(ready)
+            ids = np.concatenate([ids, ready.last_ids])
+        if len(batch):
+            batch.core.feed(ids)
