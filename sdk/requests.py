@@ -131,6 +131,11 @@ class Mailbox:
         self._event.clear()
         return text, self._outcome is not None
 
+    def poll(self) -> tuple[str, bool]:
+        """The text handed over so far and whether the request ended, without waiting."""
+        with self._lock:
+            return self._take_locked()
+
     def take(self, *, pieces: bool, timeout: float | None = None) -> tuple[str, bool]:
         """Wait for new text (pieces=True) or for the end; return (new text, finished)."""
         with self._lock:
