@@ -119,3 +119,12 @@ def model_card(model_id: str, created: int) -> dict[str, Any]:
 
 def now() -> int:
     return int(time.time())
+
+
+class ApiError(Exception):
+    """An OpenAI-shaped error response: its status and body."""
+
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error",
+                 param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.body = status, error_body(message, kind, param, code)

@@ -36,9 +36,8 @@ class WeightAverage:
     def update(self, model: CharLSTM) -> None:
         """average += (1 - decay) * (weights - average), in float32, in place."""
         weight = 1.0 - warmed_decay(self.decay, self.updates)
-        averaged = list(self.model.parameters())
-        current = [p.detach() for p in model.parameters()]
-        torch._foreach_lerp_(averaged, current, weight)
+        for average, current in zip(self.model.parameters(), model.parameters()):
+            average.lerp_(current.detach(), weight)
         self.updates += 1
 
     def state_dict(self) -> dict[str, torch.Tensor]:

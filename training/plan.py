@@ -134,16 +134,8 @@ def plan_resume(request: RunRequest, note: Note) -> tuple[Plan, Checkpoint, Resu
     return plan, checkpoint, state
 
 
-def resume_changes(checkpoint: Checkpoint, schedule: Schedule, request: RunRequest
-                   ) -> tuple[TrainConfig, Schedule, list[dict[str, Any]]]:
-    """The resumed config and schedule, and a record of each explicit change.
-
-    Stopping earlier, patience and the evaluation interval may change freely. New learning
-    rates or gradient clip need --override; a --max-steps beyond the schedule needs --extend.
-    Anything else would make the resumed run a different run, and is refused.
-    """
-    current = {**dataclasses.asdict(checkpoint.model_config),
-               **dataclasses.asdict(checkpoint.train_config)}
+def allowed_changes(current: dict[str, Any], request: RunRequest) -> dict[str, Any]:
+    """The settings the request changes, refused unless resuming may change them."""
     changed = {k: v for k, v in request.overrides.items()
                if v is not None and current.get(k, v) != v}
     unknown = sorted(k for k in request.overrides if k not in current)
@@ -159,6 +151,20 @@ def resume_changes(checkpoint: Checkpoint, schedule: Schedule, request: RunReque
         raise UsageError(f"cannot change {', '.join(refused)} when resuming; only "
                          f"{', '.join(RESUMABLE)} may change (and {', '.join(OVERRIDABLE)} "
                          "with --override)")
+    return changed
+
+
+def resume_changes(checkpoint: Checkpoint, schedule: Schedule, request: RunRequest
+                   ) -> tuple[TrainConfig, Schedule, list[dict[str, Any]]]:
+    """The resumed config and schedule, and a record of each explicit change.
+
+    Stopping earlier, patience and the evaluation interval may change freely. New learning
+    rates or gradient clip need --override; a --max-steps beyond the schedule needs --extend.
+    Anything else would make the resumed run a different run, and is refused.
+    """
+    current = {**dataclasses.asdict(checkpoint.model_config),
+               **dataclasses.asdict(checkpoint.train_config)}
+    changed = allowed_changes(current, request)
     step = checkpoint.step
     config = dataclasses.replace(checkpoint.train_config, **changed)
     config.validate()

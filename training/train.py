@@ -190,180 +190,240 @@ def remove_unfinished_run(run_dir: Path, created: bool) -> None:
 
 def _train_loop(request: RunRequest, device: torch.device, dist: DistContext, plan: Plan,
                 checkpoint: Checkpoint | None, resume: ResumeState | None) -> TrainResult:
-    run_dir = request.out
-    cfg, schedule = plan.train_config, plan.schedule
-    torch.manual_seed(cfg.seed + dist.rank)
-    generator = torch.Generator().manual_seed(cfg.seed + dist.rank)
-    model = CharLSTM(plan.model_config).to(device)
-    optimizer = make_optimizer(model, cfg)
-    step, best_val, evals_since_best, last_val, pending_eval = 0, math.inf, 0, math.inf, False
-    metrics: list[dict[str, Any]] = []
-    if checkpoint is not None and resume is not None:
+    return Trainer(request, device, dist, plan, checkpoint, resume).run()
+
+
+class Trainer:
+    """One run's state between steps, and the steps: `train_step`, `evaluate_now`,
+    `checkpoint`, `run`. Built from the plan and, when resuming, the checkpoint's state."""
+
+    def __init__(self, request: RunRequest, device: torch.device, dist: DistContext,
+                 plan: Plan, checkpoint: Checkpoint | None, resume: ResumeState | None) -> None:
+        self.request, self.device, self.dist, self.plan = request, device, dist, plan
+        self.run_dir = request.out
+        self.cfg, self.schedule = plan.train_config, plan.schedule
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed + dist.rank)
+        self.generator = torch.Generator().manual_seed(cfg.seed + dist.rank)
+        self.model = CharLSTM(plan.model_config).to(device)
+        self.optimizer = make_optimizer(self.model, cfg)
+        self.step, self.best_val, self.last_val = 0, math.inf, math.inf
+        self.evals_since_best, self.pending_eval = 0, False
+        self.metrics: list[dict[str, Any]] = []
+        if checkpoint is not None and resume is not None:
+            self._resume(checkpoint, resume)
+        self.average = make_average(self.model, cfg, self.step, checkpoint)
+        self.evaluated = self.average.model if self.average is not None else self.model
+        self._split(plan)
+        self.trained: torch.nn.Module = self.model
+        if dist.enabled:
+            self.trained = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None)
+        self.use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto"
+                                                    and device.type == "cuda")
+        self.chars_per_step = cfg.batch_size * cfg.seq_len * dist.world_size
+        self.parameters = count_parameters(self.model)
+        self.stop_signal = 0
+        self.flag: dict[str, int] = {"signal": 0}  # stop_on_signals' flag, once installed
+        self.progress = TrainProgress(enabled=request.show_progress and dist.is_main,
+                                      total=cfg.max_steps, start=self.step)
+        self.window_loss = torch.zeros((), device=device)
+        self.window_start, self.window_steps = time.perf_counter(), 0
+
+    def _resume(self, checkpoint: Checkpoint, resume: ResumeState) -> None:
+        cfg, dist = self.cfg, self.dist
         tensors, training_weights = split_training_weights(
             load_optimizer_tensors(checkpoint.path))
-        model.load_state_dict(training_weights or checkpoint.weights)
-        optimizer_from_tensors(optimizer, tensors, resume.optimizer_groups)
-        step, best_val, last_val = checkpoint.step, resume.best_val_loss, resume.val_loss
-        evals_since_best, pending_eval = resume.evals_since_best, resume.pending_eval
+        self.model.load_state_dict(training_weights or checkpoint.weights)
+        optimizer_from_tensors(self.optimizer, tensors, resume.optimizer_groups)
+        self.step, self.best_val, self.last_val = (checkpoint.step, resume.best_val_loss,
+                                                   resume.val_loss)
+        self.evals_since_best, self.pending_eval = resume.evals_since_best, resume.pending_eval
         if len(resume.rng) == dist.world_size:
-            restore_rng(resume.rng[dist.rank], generator, device)
+            restore_rng(resume.rng[dist.rank], self.generator, self.device)
         else:  # a different process count: reseed per rank, reproducibly, from the step
-            torch.manual_seed(cfg.seed + 1000 * step + dist.rank)
-            generator.manual_seed(cfg.seed + 1000 * step + dist.rank)
-        metrics = read_metrics(run_dir, step) if dist.is_main else []
+            torch.manual_seed(cfg.seed + 1000 * self.step + dist.rank)
+            self.generator.manual_seed(cfg.seed + 1000 * self.step + dist.rank)
+        self.metrics = read_metrics(self.run_dir, self.step) if dist.is_main else []
 
-    average = make_average(model, cfg, step, checkpoint)
-    evaluated = average.model if average is not None else model
-    splits = Splits.from_tokens(plan.tokens.open(), plan.corpus.val_fraction, cfg.seq_len)
-    subset = eval_spans(len(splits.val), cfg.val_streams, cfg.eval_chars)
-    whole = eval_spans(len(splits.val), cfg.val_streams)
-    subset_chars = sum(b - a for a, b in subset)
-    subset_label = ("the whole validation split" if subset == whole else
-                    f"{subset_chars:,} of the {len(splits.val):,} validation characters")
-    trained: torch.nn.Module = model
-    if dist.enabled:
-        trained = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
-    chars_per_step = cfg.batch_size * cfg.seq_len * dist.world_size
-    parameters = count_parameters(model)
-    stop_signal = [0]
+    def _split(self, plan: Plan) -> None:
+        """The train/validation split and the evaluation spans (a subset, and the whole)."""
+        cfg = self.cfg
+        self.splits = Splits.from_tokens(plan.tokens.open(), plan.corpus.val_fraction,
+                                         cfg.seq_len)
+        val = len(self.splits.val)
+        self.subset = eval_spans(val, cfg.val_streams, cfg.eval_chars)
+        self.whole = eval_spans(val, cfg.val_streams)
+        self.subset_chars = sum(b - a for a, b in self.subset)
+        self.subset_label = ("the whole validation split" if self.subset == self.whole else
+                             f"{self.subset_chars:,} of the {val:,} validation characters")
 
-    def stop_requested() -> bool:
+    # ------------------------------------------------------------------ pieces
+
+    def stop_requested(self) -> bool:
         """Polled between evaluation chunks; a collective, so every rank stops together."""
-        status = torch.tensor([float(flag["signal"])], device=device)
-        stop_signal[0] = int(dist.max_(status).item())
-        return stop_signal[0] != 0
+        status = torch.tensor([float(self.flag["signal"])], device=self.device)
+        self.stop_signal = int(self.dist.max_(status).item())
+        return self.stop_signal != 0
 
-    def evaluate(net: CharLSTM, spans: list[tuple[int, int]]) -> float | None:
+    def evaluate(self, net: CharLSTM, spans: list[tuple[int, int]]) -> float | None:
+        dist = self.dist
         longest = max((b - a for a, b in spans), default=0)
-        result = stream_nll(net, splits.val, spans[dist.rank :: dist.world_size], device,
-                            longest=longest, stop=stop_requested)
+        result = stream_nll(net, self.splits.val, spans[dist.rank :: dist.world_size],
+                            self.device, longest=longest, stop=self.stop_requested)
         if result is None:
             return None
-        totals = dist.sum_(torch.tensor(result, dtype=torch.float64, device=device))
+        totals = dist.sum_(torch.tensor(result, dtype=torch.float64, device=self.device))
         return float(totals[0] / totals[1])
 
-    def checkpoint_now(pointers: tuple[str, ...]) -> None:
+    def checkpoint(self, pointers: tuple[str, ...]) -> None:
         if not all(bool(torch.isfinite(p).all())
-                   for net in {model, evaluated} for p in net.parameters()):
-            raise TrainingDiverged(step, "model's weights")
-        rng = gather_rng(dist, generator, device)
-        sums = weight_checksums(dist, model)
+                   for net in {self.model, self.evaluated} for p in net.parameters()):
+            raise TrainingDiverged(self.step, "model's weights")
+        dist, cfg, plan = self.dist, self.cfg, self.plan
+        rng = gather_rng(dist, self.generator, self.device)
+        sums = weight_checksums(dist, self.model)
         if not dist.is_main:
             return
         if len(set(sums)) != 1:
-            raise RuntimeError(f"DDP ranks hold different weights at step {step}: {sums}")
-        state = {"step": step, "vocab": plan.vocab.chars, "rank_weight_checksums": sums,
+            raise RuntimeError(f"DDP ranks hold different weights at step {self.step}: {sums}")
+        state = {"step": self.step, "vocab": plan.vocab.chars, "rank_weight_checksums": sums,
                  "train_config": dataclasses.asdict(cfg),
                  "corpus": dataclasses.asdict(plan.corpus),
-                 "val_loss": finite_or_none(last_val), "best_val_loss": finite_or_none(best_val),
-                 "evals_since_best": evals_since_best, "rng": rng,
-                 "world_size": dist.world_size, "parameters": parameters,
-                 "schedule": dataclasses.asdict(schedule), "pending_eval": pending_eval,
-                 "eval_chars": subset_chars}
-        save_checkpoint(run_dir, model, optimizer, state, pointers=pointers,
-                        averaged=average.model if average is not None else None)
-        write_metrics(run_dir, metrics)
-        save_loss_curve(metrics, run_dir / "loss_curve.png")
+                 "val_loss": finite_or_none(self.last_val),
+                 "best_val_loss": finite_or_none(self.best_val),
+                 "evals_since_best": self.evals_since_best, "rng": rng,
+                 "world_size": dist.world_size, "parameters": self.parameters,
+                 "schedule": dataclasses.asdict(self.schedule),
+                 "pending_eval": self.pending_eval, "eval_chars": self.subset_chars}
+        save_checkpoint(self.run_dir, self.model, self.optimizer, state, pointers=pointers,
+                        averaged=self.average.model if self.average is not None else None)
+        write_metrics(self.run_dir, self.metrics)
+        save_loss_curve(self.metrics, self.run_dir / "loss_curve.png")
 
-    progress = TrainProgress(enabled=request.show_progress and dist.is_main,
-                             total=cfg.max_steps, start=step)
-    stopped = ""
-    trained.train()
-    window_loss = torch.zeros((), device=device)
-    window_start, window_steps = time.perf_counter(), 0
-    with stop_on_signals() as flag, progress:
-        for line in plan.notes:
+    def announce(self) -> None:
+        """Printed once the signal handlers are in place: a readiness sign."""
+        cfg, dist, progress = self.cfg, self.dist, self.progress
+        for line in self.plan.notes:
             progress.note(line)
-        progress.note(  # printed once the signal handlers are in place: a readiness sign
-            f"bard train: {parameters:,} parameters on {device.type}"
-            f"{' (bf16 autocast)' if use_bf16 else ''}, {dist.world_size} process(es), "
+        progress.note(
+            f"bard train: {self.parameters:,} parameters on {self.device.type}"
+            f"{' (bf16 autocast)' if self.use_bf16 else ''}, {dist.world_size} process(es), "
             f"effective batch {cfg.batch_size * dist.world_size} x {cfg.seq_len} chars, "
             f"lr {cfg.learning_rate:g} (not scaled with the process count), "
-            f"{chars_per_step / dist.world_size:,.0f} chars/step per rank; "
-            f"evaluations cover {subset_label}")
-        while not stopped:
-            if pending_eval:
-                progress.note(f"step {step}: evaluating on {subset_label}")
-                value = evaluate(evaluated, subset)
-                if value is None:
-                    stopped = "signal"
-                    progress.note(f"signal {stop_signal[0]} during the evaluation at step "
-                                  f"{step}: evaluation abandoned, saving a checkpoint of step "
-                                  f"{step} (--resume reruns the evaluation)")
-                    checkpoint_now(("last",))
-                    break
-                if not math.isfinite(value):
-                    raise TrainingDiverged(step, "validation loss")
-                pending_eval = False
-                last_val = value
-                improved = last_val < best_val
-                if improved:
-                    best_val, evals_since_best = last_val, 0
+            f"{self.chars_per_step / dist.world_size:,.0f} chars/step per rank; "
+            f"evaluations cover {self.subset_label}")
+
+    # ------------------------------------------------------------------ steps
+
+    def evaluate_now(self) -> str:
+        """The pending evaluation, its metrics and checkpoint; returns why training stops
+        ("signal", "early-stop") or ""."""
+        step, progress, cfg = self.step, self.progress, self.cfg
+        progress.note(f"step {step}: evaluating on {self.subset_label}")
+        value = self.evaluate(self.evaluated, self.subset)
+        if value is None:
+            progress.note(f"signal {self.stop_signal} during the evaluation at step "
+                          f"{step}: evaluation abandoned, saving a checkpoint of step "
+                          f"{step} (--resume reruns the evaluation)")
+            self.checkpoint(("last",))
+            return "signal"
+        if not math.isfinite(value):
+            raise TrainingDiverged(step, "validation loss")
+        self.pending_eval = False
+        self.last_val = value
+        improved = value < self.best_val
+        if improved:
+            self.best_val, self.evals_since_best = value, 0
+        else:
+            self.evals_since_best += 1
+        self.metrics.append({"step": step, "split": "val", "loss": value,
+                             "bpc": bits_per_char(value), "chars": self.subset_chars})
+        progress.note(f"step {step}: val loss {value:.4f} nats/char "
+                      f"({bits_per_char(value):.4f} bpc){' *best*' if improved else ''}")
+        self.checkpoint(("last", "best") if improved else ("last",))
+        self.window_start = time.perf_counter()
+        if cfg.patience is not None and self.evals_since_best >= cfg.patience:
+            progress.note(f"early stop: no improvement in {cfg.patience} evaluations")
+            return "early-stop"
+        return ""
+
+    def train_step(self) -> str:
+        """One optimizer step on one batch; returns "signal" if a signal arrived, else ""."""
+        cfg, device = self.cfg, self.device
+        lr = self.schedule.lr_at(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        inputs, targets = sample_batch(self.splits.train, cfg.batch_size, cfg.seq_len,
+                                       self.generator)
+        inputs, targets = inputs.to(device), targets.to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
+            logits, _, outputs = self.trained(inputs, with_outputs=True)
+        objective, loss = training_loss(logits, targets, outputs, cfg)
+        self.optimizer.zero_grad(set_to_none=True)
+        objective.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        status = torch.stack([(~torch.isfinite(objective)).float(),
+                              (~torch.isfinite(grad_norm)).float(),
+                              torch.tensor(float(self.flag["signal"]), device=device)])
+        bad_loss, bad_grad, signum = self.dist.max_(status).tolist()
+        if bad_loss or bad_grad:
+            raise TrainingDiverged(self.step + 1, "training loss" if bad_loss
+                                   else "gradient norm")
+        self.optimizer.step()
+        if self.average is not None:
+            self.average.update(self.model)
+        self.step += 1
+        self.window_loss += loss.detach()
+        self.window_steps += 1
+        if self.step % LOG_EVERY == 0 or self.step == cfg.max_steps:
+            self.log_window(lr)
+        self.pending_eval = self.step % cfg.eval_interval == 0 or self.step == cfg.max_steps
+        if not signum:
+            return ""
+        self.stop_signal = int(signum)
+        self.progress.note(f"signal {int(signum)} at step {self.step}: saving a checkpoint")
+        self.checkpoint(("last",))
+        return "signal"
+
+    def log_window(self, lr: float) -> None:
+        """The mean training loss and speed since the last log line."""
+        elapsed = time.perf_counter() - self.window_start
+        mean_loss = float(self.window_loss) / self.window_steps
+        speed = self.chars_per_step * self.window_steps / max(elapsed, 1e-9)
+        self.metrics.append({"step": self.step, "split": "train", "loss": mean_loss, "lr": lr,
+                             "chars_per_s": speed,
+                             "chars_per_s_per_rank": speed / self.dist.world_size})
+        self.progress.update(self.step, mean_loss, speed)
+        self.window_loss.zero_()
+        self.window_start, self.window_steps = time.perf_counter(), 0
+
+    def run(self) -> TrainResult:
+        """Evaluate when due, else step, until the last step, an early stop or a signal;
+        then score the best checkpoint on the whole validation split."""
+        stopped = ""
+        self.trained.train()
+        self.window_start = time.perf_counter()
+        with stop_on_signals() as flag, self.progress:
+            self.flag = flag
+            self.announce()
+            while not stopped:
+                if self.pending_eval:
+                    stopped = self.evaluate_now()
+                elif self.step >= self.cfg.max_steps:
+                    stopped = "finished"
                 else:
-                    evals_since_best += 1
-                metrics.append({"step": step, "split": "val", "loss": last_val,
-                                "bpc": bits_per_char(last_val), "chars": subset_chars})
-                progress.note(f"step {step}: val loss {last_val:.4f} nats/char "
-                              f"({bits_per_char(last_val):.4f} bpc)"
-                              f"{' *best*' if improved else ''}")
-                checkpoint_now(("last", "best") if improved else ("last",))
-                window_start = time.perf_counter()
-                if cfg.patience is not None and evals_since_best >= cfg.patience:
-                    stopped = "early-stop"
-                    progress.note(f"early stop: no improvement in {cfg.patience} evaluations")
-                continue
-            if step >= cfg.max_steps:
-                stopped = "finished"
-                break
-            lr = schedule.lr_at(step)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            inputs, targets = sample_batch(splits.train, cfg.batch_size, cfg.seq_len, generator)
-            inputs, targets = inputs.to(device), targets.to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                logits, _, outputs = trained(inputs, with_outputs=True)
-            objective, loss = training_loss(logits, targets, outputs, cfg)
-            optimizer.zero_grad(set_to_none=True)
-            objective.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            status = torch.stack([(~torch.isfinite(objective)).float(),
-                                  (~torch.isfinite(grad_norm)).float(),
-                                  torch.tensor(float(flag["signal"]), device=device)])
-            bad_loss, bad_grad, signum = dist.max_(status).tolist()
-            if bad_loss or bad_grad:
-                raise TrainingDiverged(step + 1, "training loss" if bad_loss
-                                       else "gradient norm")
-            optimizer.step()
-            if average is not None:
-                average.update(model)
-            step += 1
-            window_loss += loss.detach()
-            window_steps += 1
-            if step % LOG_EVERY == 0 or step == cfg.max_steps:
-                elapsed = time.perf_counter() - window_start
-                mean_loss = float(window_loss) / window_steps
-                speed = chars_per_step * window_steps / max(elapsed, 1e-9)
-                metrics.append({"step": step, "split": "train", "loss": mean_loss, "lr": lr,
-                                "chars_per_s": speed,
-                                "chars_per_s_per_rank": speed / dist.world_size})
-                progress.update(step, mean_loss, speed)
-                window_loss.zero_()
-                window_start, window_steps = time.perf_counter(), 0
-            pending_eval = step % cfg.eval_interval == 0 or step == cfg.max_steps
-            if signum:
-                stopped, stop_signal[0] = "signal", int(signum)
-                progress.note(f"signal {int(signum)} at step {step}: saving a checkpoint")
-                checkpoint_now(("last",))
-        whole_val = None
-        if stopped != "signal":
-            whole_val = score_whole_split(run_dir, dist, device, plan, splits, whole, subset,
-                                          evaluate, metrics, progress)
-            if whole_val is None:
-                stopped = "signal"
-    return TrainResult(run_dir, step, best_val, last_val, stopped, parameters,
-                       stop_signal[0], whole_val, subset_chars, len(splits.val))
+                    stopped = self.train_step()
+            whole_val = None
+            if stopped != "signal":
+                whole_val = score_whole_split(self.run_dir, self.dist, self.device, self.plan,
+                                              self.splits, self.whole, self.subset,
+                                              self.evaluate, self.metrics, self.progress)
+                if whole_val is None:
+                    stopped = "signal"
+        return TrainResult(self.run_dir, self.step, self.best_val, self.last_val, stopped,
+                           self.parameters, self.stop_signal, whole_val, self.subset_chars,
+                           len(self.splits.val))
 
 
 def make_average(model: CharLSTM, cfg: TrainConfig, step: int,

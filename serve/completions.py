@@ -1,0 +1,191 @@
+"""Completions over the engine: check a request against the server's limits, submit one
+engine request per (prompt, sample), and turn the engine's output into OpenAI bodies or
+server-sent events. The routes (app.py) only call `complete`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from bard_sdk import BardError, Engine, EngineClosed, EngineOverloaded, Request
+from bard_sdk.engine import Completion
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from .openai_api import (
+    ApiError,
+    CompletionRequest,
+    choice,
+    completion_body,
+    completion_id,
+    error_body,
+    now,
+    usage,
+)
+
+# SDK argument names as OpenAI calls them, for the `param` of an error body.
+SDK_PARAMS = {"max_new_chars": "max_tokens", "temperature": "temperature", "top_k": "top_k",
+              "top_p": "top_p", "stop": "stop", "seed": "seed", "prompt": "prompt"}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on one request, beyond the engine's own."""
+
+    max_tokens: int = 100_000
+    max_prompt_chars: int = 100_000
+
+
+def json_dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def param_of(error: BardError) -> str:
+    """Which request field an SDK argument error is about: the SDK names its parameter."""
+    return SDK_PARAMS.get(getattr(error, "param", None) or "prompt", "prompt")
+
+
+def checked_max_tokens(body: CompletionRequest, model_id: str, limits: Limits) -> int:
+    """The request's max_tokens, once the model and the sizes are within the limits."""
+    if body.model != model_id:
+        raise ApiError(404, f"model {body.model!r} not found; this server serves "
+                            f"{model_id!r}", param="model", code="model_not_found")
+    max_tokens = 16 if body.max_tokens is None else body.max_tokens
+    if max_tokens > limits.max_tokens:
+        raise ApiError(400, f"max_tokens must be at most {limits.max_tokens}",
+                       param="max_tokens")
+    if any(len(p) > limits.max_prompt_chars for p in body.prompts):
+        raise ApiError(400, f"prompt is longer than {limits.max_prompt_chars} characters",
+                       param="prompt")
+    return max_tokens
+
+
+async def complete(engine: Engine, body: CompletionRequest, model_id: str,
+                   limits: Limits) -> JSONResponse | StreamingResponse:
+    """POST /v1/completions: the whole response, or its event stream."""
+    requests = submit_all(engine, body, checked_max_tokens(body, model_id, limits))
+    ident, stamp = completion_id(), now()
+    if body.stream:
+        return StreamingResponse(sse_events(requests, body, ident, stamp, model_id),
+                                 media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
+    try:
+        results = await asyncio.gather(*(r.aresult() for r in requests))
+    except BardError as err:
+        raise ApiError(500, str(err), kind="server_error") from None
+    finally:
+        for request in requests:
+            request.cancel()  # no-op for finished ones; frees rows if the client left
+    prompts = body.prompts
+    choices = [choice(i, (prompts[i // body.n] if body.echo else "") + r.text,
+                      r.finish_reason) for i, r in enumerate(results)]
+    return JSONResponse(completion_body(ident, model_id, stamp, choices,
+                                        usage_of(prompts, results)))
+
+
+def usage_of(prompts: list[str], results: list[Completion]) -> dict[str, int]:
+    return usage(sum(len(p) for p in prompts), sum(r.completion_chars for r in results))
+
+
+def submit_all(engine: Engine, body: CompletionRequest, max_tokens: int) -> list[Request]:
+    """One engine request per (prompt, sample); choice k gets seed + k, as the SDK's batches
+    do. All or nothing: if one is refused, those already submitted are cancelled."""
+    submitted: list[Request] = []
+    try:
+        for k in range(len(body.prompts) * body.n):
+            submitted.append(engine.submit(
+                body.prompts[k // body.n], max_tokens, temperature=body.temperature
+                if body.temperature is not None else 1.0, top_k=body.top_k, top_p=body.top_p,
+                stop=body.stop, seed=None if body.seed is None else body.seed + k,
+                include_stop=False))
+    except EngineOverloaded as err:
+        cancel_all(submitted)
+        raise ApiError(429, str(err), kind="rate_limit_error", code="engine_overloaded") from None
+    except EngineClosed as err:
+        cancel_all(submitted)
+        raise ApiError(503, str(err), kind="server_error") from None
+    except BardError as err:  # the SDK's argument errors, naming their parameter
+        cancel_all(submitted)
+        raise ApiError(400, str(err), param=param_of(err)) from None
+    return submitted
+
+
+def cancel_all(requests: list[Request]) -> None:
+    for request in requests:
+        request.cancel()
+
+
+async def sse_events(requests: list[Request], body: CompletionRequest, ident: str,
+                     created: int, model_id: str) -> AsyncIterator[str]:
+    """Server-sent events: text chunks per choice as the engine hands them over (paced by
+    its STREAM_WAKE_INTERVAL_S and STREAM_WAKES_PER_S), a final chunk per choice with its
+    finish_reason, optional usage, then `data: [DONE]`. A client that disconnects cancels
+    every row of the request."""
+    results: list[Completion] = []
+    try:
+        async for index, text, done, error in merged_pieces(requests, body):
+            if error is not None:
+                yield "data: " + json_dumps(error_body(str(error), "server_error")) + "\n\n"
+                return
+            if done is not None:
+                results.append(done)
+            chunk = completion_body(ident, model_id, created,
+                                    [choice(index, text, done and done.finish_reason)], None)
+            yield "data: " + json_dumps(chunk) + "\n\n"
+        if body.stream_options is not None and body.stream_options.include_usage:
+            final = completion_body(ident, model_id, created, [],
+                                    usage_of(body.prompts, results))
+            yield "data: " + json_dumps(final) + "\n\n"
+        yield "data: [DONE]\n\n"
+    finally:
+        cancel_all(requests)
+
+
+Piece = tuple[int, str, Completion | None, BaseException | None]
+
+
+async def request_pieces(index: int, request: Request, body: CompletionRequest
+                         ) -> AsyncIterator[Piece]:
+    """(choice index, new text, the completion at the end, an error) for one request."""
+    try:
+        if body.echo:
+            yield index, body.prompts[index // body.n], None, None
+        async for text in request:
+            yield index, text, None, None
+        yield index, "", await request.aresult(), None
+    except BardError as err:
+        yield index, "", None, err
+
+
+async def merged_pieces(requests: list[Request], body: CompletionRequest
+                        ) -> AsyncIterator[Piece]:
+    """Every request's pieces as they come. One request (the usual case) is read directly;
+    several are pumped by one task each into a queue."""
+    if len(requests) == 1:
+        async for piece in request_pieces(0, requests[0], body):
+            yield piece
+        return
+    queue: asyncio.Queue[Piece | None] = asyncio.Queue()
+
+    async def pump(index: int, request: Request) -> None:
+        try:
+            async for piece in request_pieces(index, request, body):
+                await queue.put(piece)
+        finally:
+            await queue.put(None)
+
+    tasks = [asyncio.create_task(pump(i, r)) for i, r in enumerate(requests)]
+    try:
+        remaining = len(tasks)
+        while remaining:
+            piece = await queue.get()
+            if piece is None:
+                remaining -= 1
+            else:
+                yield piece
+    finally:
+        for task in tasks:
+            task.cancel()
