@@ -43,8 +43,8 @@ try:
     main()
 except SystemExit as stop:
     code = stop.code or 0
-status = open("/proc/self/status").read().splitlines()
-print("VmHWM_kB", next(int(l.split()[1]) for l in status if l.startswith("VmHWM")))
+from bard.bench.procfs import peak_rss_kib
+print("VmHWM_kB", peak_rss_kib())
 sys.exit(code)
 """
 

@@ -16,6 +16,7 @@ import onnxruntime as ort
 import torch
 from bard.training.config import ModelConfig
 from bard.training.model import CharLSTM
+from bard_sdk.contract import C0, H0, LOGITS, TOKENS
 from onnx import numpy_helper
 
 Engine = Callable[[np.ndarray, int], np.ndarray]
@@ -49,7 +50,7 @@ def torch_model_from_onnx(path: Path, manifest: bard_sdk.Manifest) -> CharLSTM:
         state[f"lstm.bias_ih_l{layer}"] = torch.from_numpy(reorder(b[: 4 * hidden]).copy())
         state[f"lstm.bias_hh_l{layer}"] = torch.from_numpy(reorder(b[4 * hidden :]).copy())
     matmul = next(n for n in graph.node if n.op_type == "MatMul" and n.input[1] in init)
-    add = next(n for n in graph.node if n.op_type == "Add" and n.output[0] == "logits")
+    add = next(n for n in graph.node if n.op_type == "Add" and n.output[0] == LOGITS)
     bias = next(name for name in add.input if name in init)
     state["head.weight"] = torch.from_numpy(init[matmul.input[1]].T.copy())
     state["head.bias"] = torch.from_numpy(init[bias].copy())
@@ -75,12 +76,12 @@ def bare_ort_engine(path: Path, threads: int | None) -> Engine:
 
     def run(prompts: np.ndarray, new: int) -> np.ndarray:
         state = np.zeros((layers, prompts.shape[0], hidden), np.float32)
-        logits, h, c = session.run(None, {"tokens": prompts, "h0": state, "c0": state})
+        logits, h, c = session.run(None, {TOKENS: prompts, H0: state, C0: state})
         out = np.empty((prompts.shape[0], new), np.int64)
         for t in range(new):
             out[:, t] = logits[:, -1].argmax(axis=1)
             if t + 1 < new:
-                logits, h, c = session.run(None, {"tokens": out[:, t : t + 1], "h0": h, "c0": c})
+                logits, h, c = session.run(None, {TOKENS: out[:, t : t + 1], H0: h, C0: c})
         return out
     return run
 

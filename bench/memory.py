@@ -34,8 +34,8 @@ elif case == "until-stop":    # max_new_chars=size, ended by the first newline
     text = model.generate("ROMEO:", size, stop="\\n", temperature=0.8, seed=1)
     assert text.endswith("\\n"), text
 seconds = time.perf_counter() - start
-peak = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
-print(json.dumps({"seconds": seconds, "peak_rss_mb": peak / 1024}, allow_nan=False))
+from bard.bench.procfs import peak_rss_kib
+print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_kib() / 1024}, allow_nan=False))
 """
 
 

@@ -46,3 +46,12 @@ def cpu_seconds(pid: int) -> float | None:
     if fields is None:
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_kib(pid: int | str = "self") -> int:
+    """A process's peak resident set (VmHWM, in KiB). VmHWM, not ru_maxrss: Linux carries
+    ru_maxrss over from the forking parent across exec."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/{pid}/status has no VmHWM line")

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from bard.training.plotting import new_axes, save_figure
 
 if TYPE_CHECKING:
-    from .run import Report
+    from .results import Report
 
 
 def table(report: Report) -> str:

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -34,50 +34,7 @@ from .engines import (
     torch_model_from_onnx,
     tutorial_engine,
 )
-
-
-@dataclass(frozen=True)
-class BenchConfig:
-    batches: tuple[int, ...] = (1, 8, 64, 256)
-    new_chars: int = 200
-    repeats: int = 5
-    prefill_chars: int = 1000
-    train_steps: int = 60
-    threads: int | None = None
-
-    @classmethod
-    def quick(cls) -> BenchConfig:
-        return cls(batches=(1, 8), new_chars=20, repeats=2, prefill_chars=200, train_steps=6)
-
-
-CUDA_BATCHES = (1, 64, 256, 1024)
-
-
-@dataclass
-class Measurement:
-    engine: str
-    metric: str
-    batch: int
-    median: float
-    low: float
-    high: float
-    unit: str
-
-
-@dataclass
-class Report:
-    machine: dict[str, Any]
-    config: dict[str, Any]
-    model: str
-    measurements: list[Measurement] = field(default_factory=list)
-    ratios: dict[str, float] = field(default_factory=dict)
-    extras: dict[str, float] = field(default_factory=dict)
-
-    def get(self, engine: str, metric: str, batch: int) -> float:
-        for m in self.measurements:
-            if (m.engine, m.metric, m.batch) == (engine, metric, batch):
-                return m.median
-        return float("nan")
+from .results import CUDA_BATCHES, BenchConfig, Measurement, Report
 
 
 def machine_info(threads: int | None, device: str = "cpu") -> dict[str, Any]:
@@ -111,6 +68,22 @@ def timed(fn: Callable[[], object], repeats: int) -> list[float]:
     return times
 
 
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
+    """Seconds per call of each function, in ABBA rounds (A B, then B A, ...) after one
+    warm-up each, so a machine whose speed drifts from minute to minute slows every engine
+    alike and the medians' ratios hold."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    order = list(fns)
+    for round_ in range(repeats):
+        for name in order if round_ % 2 == 0 else order[::-1]:
+            start = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
 def speed(engine: str, batch: int, work: float, times: list[float]) -> Measurement:
     rates = [work / t for t in times]
     return Measurement(engine, "chars_per_s", batch, statistics.median(rates), min(rates),
@@ -119,15 +92,17 @@ def speed(engine: str, batch: int, work: float, times: list[float]) -> Measureme
 
 def bench_generation(report: Report, engines: dict[str, Engine], vocab: int,
                      config: BenchConfig, slow: set[str]) -> None:
+    """Every engine at each batch size, interleaved round by round (see `interleaved`)."""
     rng = np.random.default_rng(0)
     for batch in config.batches:
         prompts = rng.integers(0, vocab, (batch, 8), dtype=np.int64)
-        for name, engine in engines.items():
-            new = config.new_chars
-            if name in slow and batch >= 64:
-                new = max(5, new // 10)  # the re-feed baseline is slow; its rate is per char
-            times = timed(lambda e=engine, n=new, p=prompts: e(p, n), config.repeats)
-            report.measurements.append(speed(name, batch, batch * new, times))
+        # The re-feed baseline is slow; its rate is per character, so it makes fewer.
+        new = {name: max(5, config.new_chars // 10) if name in slow and batch >= 64
+               else config.new_chars for name in engines}
+        calls = {name: (lambda e=engine, n=new[name], p=prompts: e(p, n))
+                 for name, engine in engines.items()}
+        for name, times in interleaved(calls, config.repeats).items():
+            report.measurements.append(speed(name, batch, batch * new[name], times))
             print(f"  {name:>14} batch {batch:>3}: "
                   f"{report.measurements[-1].median:>12,.0f} chars/s", file=sys.stderr)
 
@@ -136,8 +111,8 @@ def bench_prefill(report: Report, engines: dict[str, Engine], vocab: int,
                   config: BenchConfig, names: tuple[str, ...]) -> None:
     prompt = np.random.default_rng(1).integers(0, vocab, (1, config.prefill_chars),
                                                dtype=np.int64)
-    for name in names:
-        times = timed(lambda e=engines[name]: e(prompt, 1), config.repeats)
+    calls = {name: (lambda e=engines[name]: e(prompt, 1)) for name in names}
+    for name, times in interleaved(calls, config.repeats).items():
         report.measurements.append(Measurement(name, "first_char_ms", 1,
                                                statistics.median(times) * 1e3,
                                                min(times) * 1e3, max(times) * 1e3, "ms"))
@@ -160,8 +135,8 @@ else:
     for _ in range(new):
         ids = logits[:, -1].argmax(1)[:, None]
         logits, h, c = s.run(None, {"tokens": ids, "h0": h, "c0": c})
-# VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forking parent across exec.
-print(next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) / 1024)
+from bard.bench.procfs import peak_rss_kib
+print(peak_rss_kib() / 1024)
 """
 
 

@@ -38,7 +38,8 @@ from bard.training.errors import UsageError
 from bard.training.evaluate import bits_per_char, stream_nll
 from bard.training.fsutil import atomic_directory, atomic_write_text
 from bard.training.model import CharLSTM
-from bard_sdk.manifest import MANIFEST_FILE, build_manifest, graph_section, sha256_bytes
+from bard_sdk.digest import sha256_bytes
+from bard_sdk.manifest import MANIFEST_FILE, build_manifest, graph_section
 from bard_sdk.vocab import Vocabulary, code_points
 
 from .card import HeldOut, write_card

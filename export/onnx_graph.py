@@ -20,9 +20,9 @@ import warnings
 import onnx
 import torch
 from bard.training.model import CharLSTM
-from bard_sdk.manifest import INPUT_NAMES as INPUTS
-from bard_sdk.manifest import OUTPUT_NAMES as OUTPUTS
-from bard_sdk.manifest import PADDING_ID
+from bard_sdk.contract import C0, CN, H0, HN, LOGITS, PADDING_ID, TOKENS
+from bard_sdk.contract import INPUT_NAMES as INPUTS
+from bard_sdk.contract import OUTPUT_NAMES as OUTPUTS
 from onnx import TensorProto, helper
 
 OPSET = 17
@@ -60,8 +60,8 @@ def export_onnx(model: CharLSTM) -> onnx.ModelProto:
         warnings.simplefilter("ignore")
         torch.onnx.export(
             wrapper, example, buffer, input_names=list(INPUTS), output_names=list(OUTPUTS),
-            dynamic_axes={"tokens": batch, "h0": time, "c0": time, "logits": batch,
-                          "hn": time, "cn": time},
+            dynamic_axes={TOKENS: batch, H0: time, C0: time, LOGITS: batch, HN: time,
+                          CN: time},
             opset_version=OPSET, do_constant_folding=True, dynamo=False)
     graph = onnx.load_from_string(buffer.getvalue())
     add_padding(graph)
@@ -78,15 +78,15 @@ def add_padding(model: onnx.ModelProto) -> None:
     if PADDING_ID >= 0:
         raise GraphError(f"padding id {PADDING_ID} must be negative for the length computation")
     graph = model.graph
-    gathers = [n for n in graph.node if n.op_type == "Gather" and n.input[1] == "tokens"]
+    gathers = [n for n in graph.node if n.op_type == "Gather" and n.input[1] == TOKENS]
     if len(gathers) != 1:
         raise GraphError(f"expected one embedding Gather on tokens, found {len(gathers)}")
     zero = helper.make_tensor("bard_zero", TensorProto.INT64, [], [0])
     axis = helper.make_tensor("bard_time_axis", TensorProto.INT64, [1], [1])
     graph.initializer.extend([zero, axis])
     new_nodes = [
-        helper.make_node("Max", ["tokens", "bard_zero"], ["bard_safe_tokens"]),
-        helper.make_node("GreaterOrEqual", ["tokens", "bard_zero"], ["bard_is_token"]),
+        helper.make_node("Max", [TOKENS, "bard_zero"], ["bard_safe_tokens"]),
+        helper.make_node("GreaterOrEqual", [TOKENS, "bard_zero"], ["bard_is_token"]),
         helper.make_node("Cast", ["bard_is_token"], ["bard_is_token_i32"], to=TensorProto.INT32),
         helper.make_node("ReduceSum", ["bard_is_token_i32", "bard_time_axis"], ["bard_lengths"],
                          keepdims=0),
@@ -128,11 +128,11 @@ def verify_graph(model: onnx.ModelProto, num_layers: int, vocab_size: int) -> No
     for tensor in graph.initializer:
         if tensor.data_location == TensorProto.EXTERNAL:
             raise GraphError(f"initializer {tensor.name} uses external data")
-    expected = {"tokens": ["batch", "time"], "logits": ["batch", "time", vocab_size]}
+    expected = {TOKENS: ["batch", "time"], LOGITS: ["batch", "time", vocab_size]}
     for value in list(graph.input) + list(graph.output):
         dims = _dims(value)
         if value.name in expected and dims != expected[value.name]:
             raise GraphError(f"{value.name} has declared shape {dims}, "
                              f"expected {expected[value.name]}")
-        if value.name in ("h0", "c0", "hn", "cn") and dims[1] != "batch":
+        if value.name in (H0, C0, HN, CN) and dims[1] != "batch":
             raise GraphError(f"{value.name} has declared shape {dims}: batch is not dynamic")

@@ -6,7 +6,6 @@ The exporter writes manifests through `build_manifest` and the SDK reads them th
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from typing import Any
 
 from . import contract
 from .contract import INPUT_NAMES, OUTPUT_NAMES, PADDING_ID
+from .digest import sha256_bytes
 from .display import printable
 from .errors import ArtifactError
 from .schema import validate_manifest_schema
@@ -75,10 +75,6 @@ class Manifest:
                 f"artifact {self.directory} has no {variant!r} model (it has {', '.join(files)})"
             )
         return ModelFile(**files[variant])
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def tensor_spec(name: str, dtype: str, shape: list[str | int]) -> dict[str, Any]:

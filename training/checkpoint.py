@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import hashlib
 import math
 import re
 import shutil
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from bard_sdk.digest import sha256_file
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -40,12 +40,7 @@ CHECKPOINT_FILES = ("model.safetensors", "optimizer.safetensors")
 TRAINING_WEIGHTS = "training_weights."
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+file_sha256 = sha256_file  # the SDK's one sha256 helper, under the name checkpoints use
 
 
 def encode_bytes(tensor: torch.Tensor) -> str:

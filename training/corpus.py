@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
+from bard_sdk.digest import sha256_stream
 from bard_sdk.errors import UnknownCharacterError
 from bard_sdk.vocab import Vocabulary, VocabularyBuilder
 
@@ -153,11 +154,8 @@ def read_text(path: Path) -> str:
 
 def hash_corpus(source: CorpusSource) -> str:
     source.check()
-    digest = hashlib.sha256()
     with source.open() as stream:
-        while block := stream.read(CHUNK_BYTES):
-            digest.update(block)
-    return digest.hexdigest()
+        return sha256_stream(stream, CHUNK_BYTES)
 
 
 @dataclass(frozen=True)

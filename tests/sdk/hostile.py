@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import onnx
-from bard_sdk.manifest import sha256_bytes
+from bard_sdk.digest import sha256_bytes
 from onnx import TensorProto, helper
 
 SENTINEL = np.full(4, 1234.5, dtype=np.float32)  # what a stolen file would put in the outputs

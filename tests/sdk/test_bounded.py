@@ -88,7 +88,8 @@ model = bard_sdk.load(sys.argv[1], device="cpu", threads=1)
 text = ("ROMEO:\\nBut soft, what light through yonder window breaks?\\n" * 20000)[:1_000_000]
 out = model.generate(text, 5, temperature=0)
 assert len(out) == 5
-print(next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")))
+from bard.bench.procfs import peak_rss_kib
+print(peak_rss_kib())
 """
 
 
