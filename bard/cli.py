@@ -474,14 +474,30 @@ def serve(
              "is missing)")
     import bard_sdk
 
-    options = ServeOptions(model=model, host=host, port=port, device=device, variant=variant,
-                           threads=threads, max_active=max_active, max_queued=max_queued,
-                           name=name)
+    settings = serve_settings(model, device, variant, threads, max_active, max_queued, name)
+    options = ServeOptions(settings=settings, host=host, port=port)
     try:
         with user_errors(bard_sdk.BardError):
             run_server(options)
     except OSError as err:
         fail(f"cannot serve on {host}:{port}: {err.strerror or err}")
+
+
+def serve_settings(model: Path | None, device: str, variant: str, threads: int | None,
+                   max_active: int, max_queued: int, name: str | None) -> Any:
+    """The `ServeSettings` of `bard serve` and its Ray replicas; a refused value is a
+    one-line error naming its option."""
+    import pydantic
+
+    from bard.serve.settings import ServeSettings
+
+    try:
+        return ServeSettings(model=None if model is None else str(model), device=device,
+                             variant=variant, threads=threads, max_active=max_active,
+                             max_queued=max_queued, name=name)
+    except pydantic.ValidationError as err:
+        first = err.errors()[0]
+        fail(f"--{'-'.join(map(str, first['loc'])).replace('_', '-')}: {first['msg']}")
 
 
 def parse_autoscale(value: str) -> tuple[int, int]:
@@ -506,21 +522,13 @@ def serve_on_ray(model: Path | None, host: str, port: int, device: str, variant:
         fail("--target-ongoing needs --autoscale")
     bounds = None if autoscale is None else parse_autoscale(autoscale)
     try:
-        import pydantic
-
-        from bard.serve.ray_settings import BardArgs, Scaling
+        from bard.serve.ray_settings import Scaling
     except ImportError as err:
         fail(f"`bard serve --ray` needs the ray extra: pip install 'bard[ray]' ({err.name} "
              "is missing)")
     import bard_sdk
 
-    try:
-        args = BardArgs(model=None if model is None else str(model), device=device,
-                        variant=variant, threads=threads, max_active=max_active,
-                        max_queued=max_queued, name=name)
-    except pydantic.ValidationError as err:
-        first = err.errors()[0]
-        fail(f"--{'-'.join(map(str, first['loc'])).replace('_', '-')}: {first['msg']}")
+    args = serve_settings(model, device, variant, threads, max_active, max_queued, name)
     with user_errors(bard_sdk.BardError):
         scaling = Scaling(replicas=1 if replicas is None else replicas, autoscale=bounds,
                           target_ongoing=target_ongoing,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -24,6 +23,7 @@ import bard_sdk
 
 from .procfs import cpu_seconds as process_cpu_seconds
 from .procfs import descendants
+from .server_process import ServerProcess
 from .serving import (
     ServingConfig,
     ServingReport,
@@ -82,10 +82,11 @@ def run_ray_serving_bench(artifact: Path | None, quick: bool, out_dir: Path,
     cores = threads or len(os.sched_getaffinity(0))
     report = RayServingReport(str(path), {**asdict(config), "cores": cores})
     most = max(config.callers)
-    servers: list[tuple[str, subprocess.Popen[str], str, str]] = []
+    servers: list[tuple[str, ServerProcess, str, str]] = []
     try:
         for mode, options in setups(cores):  # all up at once: each comparison is made
-            servers.append((mode, *start_server(path, most, None, options)))  # side by side
+            server = start_server(path, most, None, options)  # side by side
+            servers.append((mode, server, server.url, server.model))
         for _, _, url, model_id in servers:
             asyncio.run(http_clients(url + "/v1/completions", model_id, 2,
                                      replace(config, requests=1)))  # warm-up
@@ -108,9 +109,9 @@ def run_ray_serving_bench(artifact: Path | None, quick: bool, out_dir: Path,
                       f"{report.load[key]:.1f}", file=sys.stderr)
     finally:
         for _, server, _, _ in servers:
-            server.terminate()
+            server.process.terminate()
         for _, server, _, _ in servers:
-            server.wait(timeout=60)
+            server.stop()
     report.results.sort(key=lambda r: ([m for m, _ in setups(cores)].index(r.mode), r.callers))
     for mode, _ in setups(cores)[1:]:
         for callers in config.callers:

@@ -18,13 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import re
 import subprocess
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,6 +30,8 @@ from typing import Any
 import bard_sdk
 
 from .procfs import cpu_seconds
+from .server_process import ServerProcess
+from .server_process import start_server as start
 
 TEMPERATURE = 0.8
 
@@ -220,41 +219,11 @@ def run_http_clients(url: str, model_id: str, callers: int, config: ServingConfi
 
 
 def start_server(artifact: Path, max_active: int, threads: int | None,
-                 extra: Sequence[str] = ()) -> tuple[subprocess.Popen[str], str, str]:
-    """A `bard serve` subprocess (`extra`: more options, e.g. --ray) and its URL and model."""
-    args = [sys.executable, "-m", "bard", "serve", "--model", str(artifact), "--port", "0",
-            "--device", "cpu", "--max-active", str(max_active), "--max-queued", "4096",
-            *extra]
-    if threads:
-        args += ["--threads", str(threads)]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    assert process.stderr is not None
-    for line in process.stderr:
-        match = re.search(r"bard serve: (\S+) on \w+ at (http://\S+)", line)
-        if match:
-            threading.Thread(target=keep_tail, args=(process,), daemon=True).start()
-            return process, match.group(2), match.group(1)
-    raise RuntimeError("bard serve did not start")
-
-
-SERVER_TAILS: dict[int, deque[str]] = {}
-
-
-def keep_tail(process: subprocess.Popen[str]) -> None:
-    """Drain the server's stderr (a full pipe would block it), keeping the last lines for an
-    error message."""
-    tail = SERVER_TAILS.setdefault(process.pid, deque(maxlen=20))
-    assert process.stderr is not None
-    for line in process.stderr:
-        tail.append(line.rstrip())
-
-
-def server_failure(process: subprocess.Popen[str], err: Exception) -> RuntimeError:
-    state = "running" if process.poll() is None else f"exited with {process.returncode}"
-    tail = "\n".join(SERVER_TAILS.get(process.pid, ())) or "(nothing on stderr)"
-    return RuntimeError(f"HTTP clients failed ({type(err).__name__}: {err}); bard serve is "
-                        f"{state}; its last stderr lines:\n{tail}")
+                 extra: Sequence[str] = ()) -> ServerProcess:
+    """A `bard serve` subprocess (`extra`: more options, e.g. --ray), by the shared helper."""
+    options = ["--device", "cpu", "--max-active", str(max_active), "--max-queued", "4096",
+               *extra, *(["--threads", str(threads)] if threads else [])]
+    return start(*options, artifact=artifact, timeout=600)
 
 
 def run_serving_bench(artifact: Path | None, quick: bool, out_dir: Path,
@@ -269,7 +238,8 @@ def run_serving_bench(artifact: Path | None, quick: bool, out_dir: Path,
     report = ServingReport(str(path), asdict(config))
     most = max(config.callers)
     engine = bard_sdk.Engine(model, max_active=most, max_queued=4 * most)
-    server, url, model_id = start_server(path, most, threads)
+    server = start_server(path, most, threads)
+    url, model_id = server.url, server.model
     options = dict(temperature=TEMPERATURE)
 
     def measure(mode: str, callers: int) -> ServingResult:
@@ -290,7 +260,7 @@ def run_serving_bench(artifact: Path | None, quick: bool, out_dir: Path,
                     chars, seconds, first, client_cpu = run_http_clients(
                         url + "/v1/completions", model_id, callers, config)
                 except Exception as err:
-                    raise server_failure(server, err) from err
+                    raise server.failure(err) from err
         return summarise(mode, callers, chars, seconds, first, cpu.total + client_cpu,
                          cpu.server)
 
@@ -314,8 +284,7 @@ def run_serving_bench(artifact: Path | None, quick: bool, out_dir: Path,
                       file=sys.stderr)
     finally:
         engine.close()
-        server.terminate()
-        server.wait(timeout=30)
+        server.stop()
     for callers in config.callers:
         top = report.get("batched generate", callers).chars_per_s
         for mode in MODES[1:]:

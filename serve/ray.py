@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .app import create_app
 from .ray_settings import BardArgs, Scaling, deployment_options, threads_for
+from .settings import build_engine
 
 DEPLOYMENT = "bard"
 # Each replica answers with this header: which replica served a request (logs, debugging).
@@ -78,11 +79,8 @@ class BardDeployment:
     def __init__(self, args: BardArgs | None = None) -> None:
         args = args or BardArgs()
         self.threads = replica_threads(args.threads)
-        self.model = bard_sdk.load(args.model, device=args.device, variant=args.variant,
-                                   threads=self.threads, spin=False)
-        self.engine = bard_sdk.Engine(self.model, max_active=args.max_active,
-                                      max_queued=args.max_queued)
-        self.model_id = args.name or self.model.manifest.name
+        served = build_engine(args, threads=self.threads)
+        self.model, self.engine, self.model_id = served.model, served.engine, served.model_id
         self.replica = serve.get_replica_context().replica_tag
 
     def __serve_build_asgi_app__(self) -> FastAPI:

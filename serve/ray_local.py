@@ -13,7 +13,6 @@ import os
 import re
 import signal
 import socket
-import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import bard_sdk
 
 from .ray import DEPLOYMENT, build
 from .ray_settings import BardArgs, RayServeError, Scaling, threads_for
+from .settings import print_ready
 
 # The local instance moves only small messages between processes (prompts, text pieces).
 OBJECT_STORE_BYTES = 128 * 2**20
@@ -104,14 +104,12 @@ def run_local(options: LocalOptions) -> None:
         except RuntimeError as err:  # Ray reports a replica that failed to start this way
             raise RayServeError(f"the deployment did not start: {why_not_started(err)}"
                                 ) from None
-        shown = f"[{options.host}]" if ":" in options.host else options.host
         scaling = options.scaling
         count = (f"{scaling.autoscale[0]}-{scaling.autoscale[1]} replicas (autoscaling)"
                  if scaling.autoscale else f"{scaling.replicas} replica(s)")
         threads = args.threads or threads_for(scaling.num_cpus)
-        print(f"bard serve: {model_id} on ray at http://{shown}:{port} ({count}, "
-              f"{scaling.num_cpus:g} CPU and {threads} thread(s) each; "
-              f"OpenAI API under /v1, playground at /)", file=sys.stderr, flush=True)
+        print_ready(model_id, "ray", options.host, port,
+                    f"{count}, {scaling.num_cpus:g} CPU and {threads} thread(s) each")
         wait_for_signal()
     finally:
         try:

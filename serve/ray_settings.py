@@ -1,38 +1,26 @@
 """Settings of the Ray Serve deployment, checked before Ray is imported or started.
 
-`BardArgs` is what each replica loads (a Serve config file's application `args`), `Scaling` how
-many replicas run and what each reserves; `deployment_options` maps both onto Serve's options.
+`BardArgs` (settings.py's `ServeSettings`) is what each replica loads (a Serve config file's
+application `args`), `Scaling` how many replicas run and what each reserves;
+`deployment_options` maps both onto Serve's options.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import bard_sdk
-from bard_sdk.engine import DEFAULT_MAX_ACTIVE, DEFAULT_MAX_QUEUED
-from pydantic import BaseModel, ConfigDict, Field
+
+from .settings import ServeSettings
 
 
 class RayServeError(bard_sdk.BardError):
     """Settings Ray cannot run, or a deployment that did not start."""
 
 
-class BardArgs(BaseModel):
-    """What each replica loads and how: the application arguments of a Serve config file."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model: str | None = Field(None, description="artifact directory, the same path on every "
-                                                "node (default: the bundled model)")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    variant: Literal["fp32", "int8"] = "fp32"
-    threads: int | None = Field(None, ge=1, description="onnxruntime intra-op threads per "
-                                                        "replica (default: its CPUs)")
-    max_active: int = Field(DEFAULT_MAX_ACTIVE, ge=1, description="rows in each engine's batch")
-    max_queued: int = Field(DEFAULT_MAX_QUEUED, ge=1)
-    name: str | None = Field(None, description="model id in the API (default: manifest name)")
+BardArgs = ServeSettings  # what each replica loads: the same settings as `bard serve`
 
 
 @dataclass(frozen=True)

@@ -7,15 +7,12 @@ names the port the kernel chose (tests and scripts read it instead of guessing a
 from __future__ import annotations
 
 import socket
-import sys
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 
-import bard_sdk
 import uvicorn
-from bard_sdk.display import printable
 
 from .app import create_app
+from .settings import ServeSettings, build_engine, print_ready
 
 # Longer than any client pool keeps an idle connection (httpx and so the openai client: 5 s),
 # so the client always closes first. Equal timeouts race: a client reuses a connection at the
@@ -25,15 +22,11 @@ KEEP_ALIVE_S = 75
 
 @dataclass(frozen=True)
 class ServeOptions:
-    model: Path | None = None
+    """`bard serve`: what to serve (the settings Ray replicas share) and where to listen."""
+
+    settings: ServeSettings = field(default_factory=ServeSettings)
     host: str = "127.0.0.1"
     port: int = 8000
-    device: str = "auto"
-    variant: str = "fp32"
-    threads: int | None = None
-    max_active: int = bard_sdk.engine.DEFAULT_MAX_ACTIVE
-    max_queued: int = bard_sdk.engine.DEFAULT_MAX_QUEUED
-    name: str | None = None
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -48,21 +41,15 @@ def bind(host: str, port: int) -> socket.socket:
 
 def serve(options: ServeOptions) -> None:
     """Run until SIGINT/SIGTERM; the engine closes with the app."""
-    model = bard_sdk.load(options.model, device=options.device, variant=options.variant,
-                          threads=options.threads, spin=False)
-    engine = bard_sdk.Engine(model, max_active=options.max_active,
-                             max_queued=options.max_queued)
-    model_id = options.name or model.manifest.name
-    app = create_app(engine, model_id)
+    served = build_engine(options.settings)
+    app = create_app(served.engine, served.model_id)
     sock = bind(options.host, options.port)
     host, port = sock.getsockname()[:2]
-    shown = f"[{host}]" if ":" in host else host
-    print(f"bard serve: {printable(model_id)} on {model.device} at http://{shown}:{port} "
-          f"(OpenAI API under /v1, playground at /)", file=sys.stderr, flush=True)
+    print_ready(served.model_id, served.model.device, host, port)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
                             timeout_graceful_shutdown=5, timeout_keep_alive=KEEP_ALIVE_S)
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:
-        engine.close()
+        served.engine.close()
         sock.close()
