@@ -28,9 +28,9 @@ def torch_model_from_onnx(path: Path, manifest: bard_sdk.Manifest) -> CharLSTM:
     PyTorch's are i,f,g,o), so PyTorch runs exactly the shipped weights."""
     graph = onnx.load(str(path)).graph
     init = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    raw = manifest.raw["model"]
-    config = ModelConfig(vocab_size=raw["vocab_size"], embedding_dim=raw["embedding_dim"],
-                         hidden_size=raw["hidden_size"], num_layers=raw["num_layers"],
+    sizes = manifest.sizes
+    config = ModelConfig(vocab_size=sizes.vocab_size, embedding_dim=sizes.embedding_dim,
+                         hidden_size=sizes.hidden_size, num_layers=sizes.num_layers,
                          dropout=0.0)
     model = CharLSTM(config)
     hidden = config.hidden_size

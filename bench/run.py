@@ -161,9 +161,9 @@ def training_fields(manifest: bard_sdk.Manifest,
     from bard.training.config import PRESETS
 
     preset = PRESETS["tiny" if quick else "shakespeare"]
-    raw = manifest.raw["model"]
-    model_fields = dict(embedding_dim=raw["embedding_dim"], hidden_size=raw["hidden_size"],
-                        num_layers=raw["num_layers"], dropout=preset.model.get("dropout", 0.0))
+    sizes = manifest.sizes
+    model_fields = dict(embedding_dim=sizes.embedding_dim, hidden_size=sizes.hidden_size,
+                        num_layers=sizes.num_layers, dropout=preset.model.get("dropout", 0.0))
     train_fields = {k: preset.train[k] for k in ("batch_size", "seq_len", "precision")
                     if k in preset.train}
     return model_fields, train_fields
@@ -212,13 +212,13 @@ def bench_training(report: Report, manifest: bard_sdk.Manifest, config: BenchCon
     from bard.training.train import make_optimizer
 
     bench_bard_train(report, manifest, config, quick, "cpu", "bard train")
-    raw = manifest.raw["model"]
+    vocab_size = manifest.sizes.vocab_size
     model_fields, train_fields = training_fields(manifest, quick)
     steps = config.train_steps
     tc = TrainConfig(**train_fields)
-    model = CharLSTM(ModelConfig(vocab_size=raw["vocab_size"], **model_fields))
+    model = CharLSTM(ModelConfig(vocab_size=vocab_size, **model_fields))
     optimizer = make_optimizer(model, tc)
-    tokens = torch.randint(0, raw["vocab_size"], (tc.batch_size, tc.seq_len + 1))
+    tokens = torch.randint(0, vocab_size, (tc.batch_size, tc.seq_len + 1))
     use_bf16 = tc.precision == "bf16"
 
     def step() -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import bard_sdk
 from bard.training.evaluate import bits_per_char
 from bard.training.fsutil import atomic_write_text
+from bard_sdk.manifest import ManifestContent
 
 SAMPLE_TEMPERATURES = (0.5, 0.8, 1.0)
 
@@ -43,25 +44,25 @@ def check_rows(prov: dict[str, Any]) -> list[str]:
     return rows
 
 
-def write_card(directory: Path, final_name: str, manifest: dict[str, Any],
+def write_card(directory: Path, final_name: str, manifest: ManifestContent,
                model: bard_sdk.Model, heldout: list[HeldOut], notes: str,
                command: str | None) -> None:
-    prov = manifest["provenance"]
-    sizes = manifest["model"]
+    prov = manifest.provenance
+    sizes = manifest.model
     cfg = prov["train_config"]
     lines = [
-        f"# {manifest['name']}: a character-level LSTM language model",
+        f"# {manifest.name}: a character-level LSTM language model",
         "",
-        f"Trained with bard {manifest['bard_version']} on `{prov['corpus']['name']}` "
+        f"Trained with bard {manifest.bard_version} on `{prov['corpus']['name']}` "
         f"({prov['corpus']['length']:,} characters, sha256 `{prov['corpus']['sha256'][:16]}…`), "
         f"first {1 - prov['split']['val_fraction']:.0%} for training, the last "
         f"{prov['split']['val_fraction']:.0%} for validation.",
         "",
         "## Sizes",
         "",
-        f"- {sizes['num_layers']} LSTM layers x {sizes['hidden_size']} hidden, embedding "
-        f"{sizes['embedding_dim']}, vocabulary {sizes['vocab_size']} characters",
-        f"- {sizes['parameters']:,} parameters; {prov['steps']:,} training steps of "
+        f"- {sizes.num_layers} LSTM layers x {sizes.hidden_size} hidden, embedding "
+        f"{sizes.embedding_dim}, vocabulary {sizes.vocab_size} characters",
+        f"- {sizes.parameters:,} parameters; {prov['steps']:,} training steps of "
         f"{cfg['batch_size']} x {cfg['seq_len']} characters",
         f"- regularisation: {regularisation(prov)}; seed {cfg['seed']}",
         "",

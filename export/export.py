@@ -17,6 +17,7 @@ import datetime
 import json
 import math
 import sys
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -39,7 +40,7 @@ from bard.training.evaluate import bits_per_char, stream_nll
 from bard.training.fsutil import atomic_directory, atomic_write_text
 from bard.training.model import CharLSTM
 from bard_sdk.digest import sha256_bytes
-from bard_sdk.manifest import MANIFEST_FILE, build_manifest, graph_section
+from bard_sdk.manifest import MANIFEST_FILE, ManifestContent, ModelFile, ModelSizes
 from bard_sdk.vocab import Vocabulary, code_points
 
 from .card import HeldOut, write_card
@@ -88,9 +89,9 @@ class ExportResult:
     parity: ParityReport
 
 
-def model_file_entry(path: Path) -> dict[str, Any]:
+def model_file_entry(path: Path) -> ModelFile:
     data = path.read_bytes()
-    return {"path": path.name, "sha256": sha256_bytes(data), "bytes": len(data)}
+    return ModelFile(path.name, sha256_bytes(data), len(data))
 
 
 def export_run(request: ExportRequest) -> ExportResult:
@@ -152,18 +153,15 @@ def _export(request: ExportRequest, notes: str) -> ExportResult:
                 "model_config": asdict(checkpoint.model_config),
                 "prompt": prompt,
             }
-            fields = dict(
+            fields = ManifestContent(
                 name=request.name or request.out.name,
                 bard_version=metadata.version("bard"),
                 created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 vocabulary=list(checkpoint.vocab),
-                model={"architecture": "char-lstm", "vocab_size": config.vocab_size,
-                       "embedding_dim": config.embedding_dim, "hidden_size": config.hidden_size,
-                       "num_layers": config.num_layers,
-                       "parameters": sum(p.numel() for p in model.parameters())},
-                graph=graph_section(config.num_layers, config.hidden_size, config.vocab_size,
-                                    OPSET),
-                files=files, provenance=provenance)
+                model=ModelSizes("char-lstm", config.vocab_size, config.embedding_dim,
+                                 config.hidden_size, config.num_layers,
+                                 sum(p.numel() for p in model.parameters())),
+                opset=OPSET, files=files, provenance=provenance)
             write_manifest(tmp, fields)
 
             sdk_model = bard_sdk.load(tmp, device="cpu")
@@ -195,7 +193,7 @@ def _export(request: ExportRequest, notes: str) -> ExportResult:
                                     "greedy_chars_identical": parity.greedy_chars}
             manifest = write_manifest(tmp, fields)
             heldout = [evaluate_heldout(sdk_model, path) for path in request.heldout]
-            write_card(tmp, str(request.out), manifest, bard_sdk.load(tmp, device="cpu"),
+            write_card(tmp, str(request.out), fields, bard_sdk.load(tmp, device="cpu"),
                        heldout, notes, request.command)
             png = request.run_dir / "loss_curve.png"
             if png.exists():
@@ -244,8 +242,11 @@ def sdk_score(model: bard_sdk.Model, texts: list[str]) -> float:
     return sum(s.total_nats for s in scores) / sum(s.characters for s in scores)
 
 
-def write_manifest(directory: Path, fields: dict[str, Any]) -> dict[str, Any]:
-    manifest = build_manifest(**fields)
+def write_manifest(directory: Path, fields: ManifestContent | Mapping[str, Any]
+                   ) -> dict[str, Any]:
+    """Write manifest.json (atomically) from the typed manifest (or its JSON fields)."""
+    content = fields if isinstance(fields, ManifestContent) else ManifestContent.from_json(fields)
+    manifest = content.to_json()
     try:
         text = json.dumps(manifest, indent=1, ensure_ascii=False, allow_nan=False)
     except ValueError as err:  # a NaN or infinity: the gates above should have refused it

@@ -6,8 +6,10 @@ The exporter writes manifests through `build_manifest` and the SDK reads them th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,52 @@ class ModelFile:
     path: str
     sha256: str
     bytes: int
+
+
+@dataclass(frozen=True)
+class ModelSizes:
+    """The manifest's `model` section: what the graph was built with."""
+
+    architecture: str  # "char-lstm"
+    vocab_size: int
+    embedding_dim: int
+    hidden_size: int
+    num_layers: int
+    parameters: int
+
+
+@dataclass
+class ManifestContent:
+    """A manifest as the exporter fills it in (files and provenance grow as the export's
+    gates pass); `to_json` adds the format version and the graph section from the contract
+    and checks the schema. `Manifest.content` reads one back."""
+
+    name: str
+    bard_version: str
+    created: str
+    vocabulary: list[str]
+    model: ModelSizes
+    opset: int
+    files: dict[str, ModelFile]
+    provenance: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        model = self.model
+        return build_manifest(
+            name=self.name, bard_version=self.bard_version, created=self.created,
+            vocabulary=list(self.vocabulary), model=dataclasses.asdict(model),
+            graph=graph_section(model.num_layers, model.hidden_size, model.vocab_size,
+                                self.opset),
+            files={k: dataclasses.asdict(v) for k, v in self.files.items()},
+            provenance=self.provenance)
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> ManifestContent:
+        """From a manifest's JSON (checked already, or checked again by `to_json`)."""
+        return cls(raw["name"], raw["bard_version"], raw["created"], list(raw["vocabulary"]),
+                   ModelSizes(**raw["model"]), int(raw["graph"]["opset"]),
+                   {k: ModelFile(**v) for k, v in raw["files"].items()},
+                   dict(raw["provenance"]))
 
 
 @dataclass(frozen=True)
@@ -60,6 +108,15 @@ class Manifest:
     @property
     def name(self) -> str:
         return str(self.raw["name"])
+
+    @property
+    def sizes(self) -> ModelSizes:
+        return ModelSizes(**self.raw["model"])
+
+    @property
+    def content(self) -> ManifestContent:
+        """The typed manifest, as the exporter built it."""
+        return ManifestContent.from_json(self.raw)
 
     @property
     def provenance(self) -> dict[str, Any]:
