@@ -65,6 +65,38 @@ class Checkpoint:
     corpus: CorpusRecord
 
 
+@dataclass(frozen=True)
+class TrainingState:
+    """What a checkpoint's state.json records about the run at its step, besides the files:
+    training writes it (`save_checkpoint`), `resume_state` reads what resuming needs back and
+    export reads the losses and configs. Losses are None until an evaluation has run."""
+
+    step: int
+    vocab: tuple[str, ...]
+    rank_weight_checksums: list[float]
+    train_config: TrainConfig
+    corpus: CorpusRecord
+    val_loss: float | None
+    best_val_loss: float | None
+    evals_since_best: int
+    rng: list[dict[str, str]]
+    world_size: int
+    parameters: int
+    schedule: Schedule
+    pending_eval: bool
+    eval_chars: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"step": self.step, "vocab": list(self.vocab),
+                "rank_weight_checksums": self.rank_weight_checksums,
+                "train_config": dataclasses.asdict(self.train_config),
+                "corpus": dataclasses.asdict(self.corpus), "val_loss": self.val_loss,
+                "best_val_loss": self.best_val_loss, "evals_since_best": self.evals_since_best,
+                "rng": self.rng, "world_size": self.world_size, "parameters": self.parameters,
+                "schedule": dataclasses.asdict(self.schedule),
+                "pending_eval": self.pending_eval, "eval_chars": self.eval_chars}
+
+
 def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], Any]:
     """Split an optimizer state dict into flat tensors (safetensors) and JSON-able groups."""
     state_dict = optimizer.state_dict()
@@ -93,7 +125,7 @@ def save_checkpoint(
     run_dir: Path,
     model: CharLSTM,
     optimizer: torch.optim.Optimizer,
-    state: dict[str, Any],
+    state: TrainingState,
     *,
     pointers: tuple[str, ...],
     averaged: CharLSTM | None = None,
@@ -101,7 +133,7 @@ def save_checkpoint(
     """Write checkpoint `step-N`, move the named pointers to it, and prune unreferenced ones.
     With `averaged`, its weights are the checkpoint's model and `model`'s are kept for resume."""
     root = run_dir / CHECKPOINT_DIR
-    name = f"step-{state['step']:08d}"
+    name = f"step-{state.step:08d}"
     with atomic_directory(root / name, replace=True) as tmp:
         shown = averaged if averaged is not None else model
         save_file(cpu_tensors(shown.state_dict()), str(tmp / "model.safetensors"))
@@ -111,7 +143,7 @@ def save_checkpoint(
                                 for k, v in cpu_tensors(model.state_dict()).items()})
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
         record = {
-            **state,
+            **state.to_json(),
             "format": FORMAT,
             "model_config": dataclasses.asdict(model.config),
             "optimizer_groups": groups,

@@ -9,7 +9,6 @@ the validation split (`eval_chars`); at the end the best checkpoint is scored on
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import sys
 import time
@@ -25,6 +24,7 @@ from .checkpoint import (
     CHECKPOINT_DIR,
     Checkpoint,
     ResumeState,
+    TrainingState,
     find_checkpoint,
     load_checkpoint,
     load_optimizer_tensors,
@@ -287,15 +287,13 @@ class Trainer:
             return
         if len(set(sums)) != 1:
             raise RuntimeError(f"DDP ranks hold different weights at step {self.step}: {sums}")
-        state = {"step": self.step, "vocab": plan.vocab.chars, "rank_weight_checksums": sums,
-                 "train_config": dataclasses.asdict(cfg),
-                 "corpus": dataclasses.asdict(plan.corpus),
-                 "val_loss": finite_or_none(self.last_val),
-                 "best_val_loss": finite_or_none(self.best_val),
-                 "evals_since_best": self.evals_since_best, "rng": rng,
-                 "world_size": dist.world_size, "parameters": self.parameters,
-                 "schedule": dataclasses.asdict(self.schedule),
-                 "pending_eval": self.pending_eval, "eval_chars": self.subset_chars}
+        state = TrainingState(
+            step=self.step, vocab=tuple(plan.vocab.chars), rank_weight_checksums=sums,
+            train_config=cfg, corpus=plan.corpus, val_loss=finite_or_none(self.last_val),
+            best_val_loss=finite_or_none(self.best_val),
+            evals_since_best=self.evals_since_best, rng=rng, world_size=dist.world_size,
+            parameters=self.parameters, schedule=self.schedule,
+            pending_eval=self.pending_eval, eval_chars=self.subset_chars)
         save_checkpoint(self.run_dir, self.model, self.optimizer, state, pointers=pointers,
                         averaged=self.average.model if self.average is not None else None)
         write_metrics(self.run_dir, self.metrics)
