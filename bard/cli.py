@@ -505,6 +505,7 @@ def web(
 ) -> None:
     """Write a static site that runs the model in the reader's browser (onnxruntime-web)."""
     import bard_sdk
+
     from bard.web.site import SiteRequest, build_site
 
     if not 0 <= port <= 65535:

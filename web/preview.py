@@ -13,6 +13,7 @@ import functools
 import sys
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 ISOLATION_HEADERS = {"Cross-Origin-Opener-Policy": "same-origin",
                      "Cross-Origin-Embedder-Policy": "require-corp",
@@ -20,16 +21,17 @@ ISOLATION_HEADERS = {"Cross-Origin-Opener-Policy": "same-origin",
 
 
 class SiteHandler(SimpleHTTPRequestHandler):
-    extensions_map = {**SimpleHTTPRequestHandler.extensions_map, ".mjs": "text/javascript",
-                      ".js": "text/javascript", ".wasm": "application/wasm",
-                      ".json": "application/json", ".onnx": "application/octet-stream"}
+    extensions_map: ClassVar[dict[str, str]] = {
+        **SimpleHTTPRequestHandler.extensions_map, ".mjs": "text/javascript",
+        ".js": "text/javascript", ".wasm": "application/wasm", ".json": "application/json",
+        ".onnx": "application/octet-stream"}
 
     def end_headers(self) -> None:
         for name, value in ISOLATION_HEADERS.items():
             self.send_header(name, value)
         super().end_headers()
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         """Quiet: a page load is dozens of requests."""
 
 
@@ -67,7 +69,11 @@ def main(argv: list[str] | None = None) -> None:
     if not (args.site / "index.html").is_file():
         parser.exit(2, f"bard: error: {args.site} holds no index.html (write it with "
                        "`bard web --out SITE`)\n")
-    serve(args.site, args.host, args.port)
+    try:
+        serve(args.site, args.host, args.port)
+    except OSError as err:
+        parser.exit(2, f"bard: error: cannot serve on {args.host}:{args.port}: "
+                       f"{err.strerror or err}\n")
 
 
 if __name__ == "__main__":

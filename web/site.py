@@ -16,8 +16,9 @@ from importlib import resources
 from pathlib import Path
 
 import bard_sdk
-from bard import __version__
 from bard_sdk.manifest import MANIFEST_FILE
+
+from bard import __version__
 
 from .runtime import LOCAL_DIR, Runtime, SiteError, resolve_runtime
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from bard.web.runtime import BUILDS, CDN_BASE, ORT_VERSION, PINNED_INTEGRITY, sri_sha384
 from bard.web.site import SITE_CONFIG, SiteRequest, build_site, script_json
+
 from tests.conftest import bard_cli
 from tests.web.conftest import ORT_PACKAGE, start_site_server, stop_process
 
