@@ -187,3 +187,35 @@ def test_manifest_text_reaches_the_page_as_text_only(browser: Browser, artifact_
             page.close()
     finally:
         stop_process(server.process)
+
+
+def test_bad_options_are_refused_before_any_work(browser: Browser, tiny_site: SiteServer,
+                                                 tiny_model: bard_sdk.Model) -> None:
+    cases = {
+        "{max_new_chars: 5}": ("unknown option", "max_new_chars"),
+        "{temperature: -1}": ("temperature must be a number >= 0", "temperature"),
+        "{temperature: NaN}": ("temperature must be a number >= 0", "temperature"),
+        "{topK: 0}": ("topK must be an integer in [1,", "topK"),
+        "{topP: 1.5}": ("topP must be a number in (0, 1]", "topP"),
+        "{seed: -1}": ("seed must be an integer in [0, 2**64)", "seed"),
+        "{maxNewChars: 2.5}": ("maxNewChars must be an integer", "maxNewChars"),
+        "{stop: '\\u00e9'}": ("can never occur", "stop"),
+        "{onUnknown: 'drop'}": ("onUnknown must be", "onUnknown"),
+        "{onUnknown: 'replace', replacement: '\\u00e9'}": ("needs a replacement character",
+                                                           "replacement"),
+    }
+    page = browser.open(tiny_site.url)
+    try:
+        for options, (message, param) in cases.items():
+            error = page.evaluate(f"""bard.generate('ROMEO:', {options}).then(() => null,
+                (e) => ({{name: e.name, message: e.message, param: e.param}}))""")
+            assert error is not None, options
+            assert error["name"] == "BardError", (options, error)
+            assert message in error["message"], (options, error)
+            assert error["param"] == param, (options, error)
+        # A seed beyond 2**53 is given as a BigInt and is as good as any other.
+        big = page.evaluate("""Promise.all([0, 1].map(() => bard.generate('ROMEO:',
+            {maxNewChars: 30, seed: 2n ** 63n + 5n})))""")
+        assert big[0] == big[1] == tiny_model.generate("ROMEO:", 30, seed=2**63 + 5)
+    finally:
+        page.close()
