@@ -68,10 +68,11 @@ def stop_process(process: subprocess.Popen[str]) -> None:
             process.wait(timeout=10)
 
 
-def write_site(artifact: Path | None, out: Path) -> Path:
+def write_site(artifact: Path | None, out: Path, runtime: str | None = None) -> Path:
     from bard.web.site import SiteRequest, build_site
 
-    build_site(SiteRequest(out=out, model=artifact, runtime=str(ORT_PACKAGE), webgpu=False))
+    build_site(SiteRequest(out=out, model=artifact, runtime=runtime or str(ORT_PACKAGE),
+                           webgpu=False))
     return out
 
 
@@ -82,8 +83,13 @@ class Browser:
     context: Any
     outside: list[str] = field(default_factory=list)  # requests refused: not the loopback
 
-    def open(self, url: str, timeout: float = 60_000) -> Any:
+    def open(self, url: str, timeout: float = 60_000, routes: dict[str, Any] | None = None,
+             expect: str = "ready") -> Any:
+        """A page on `url` once the room is ready (or, with `expect`, has failed saying so);
+        `routes`: URL pattern -> Playwright route handler, for this page only."""
         page = self.context.new_page()
+        for pattern, handler in (routes or {}).items():
+            page.route(pattern, handler)
         errors: list[str] = []
         page.on("pageerror", lambda err: errors.append(str(err)))
         page.goto(url)
@@ -91,7 +97,7 @@ class Browser:
                                "document.getElementById('status').className === 'error'",
                                timeout=timeout)
         status = page.locator("#status").inner_text()
-        assert status == "ready", (status, errors)
+        assert expect in status, (status, errors)
         return page
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import bard_sdk
 import numpy as np
@@ -219,3 +220,48 @@ def test_bad_options_are_refused_before_any_work(browser: Browser, tiny_site: Si
         assert big[0] == big[1] == tiny_model.generate("ROMEO:", 30, seed=2**63 + 5)
     finally:
         page.close()
+
+
+def cdn_from_npm(tamper: str | None = None) -> Any:
+    """A route handler that answers the pinned CDN URLs with the npm package's files (as
+    jsDelivr would, CORS headers included); `tamper` names a file to answer altered."""
+    from bard.web.runtime import CDN_BASE
+
+    from tests.web.conftest import ORT_PACKAGE
+
+    def handler(route: Any) -> None:
+        name = route.request.url[len(CDN_BASE):]
+        body = (ORT_PACKAGE / "dist" / name).read_bytes()
+        if name == tamper:
+            body = body[:-1] + bytes([body[-1] ^ 1])
+        kind = "application/wasm" if name.endswith(".wasm") else "text/javascript"
+        route.fulfill(status=200, body=body, headers={
+            "Content-Type": kind, "Access-Control-Allow-Origin": "*",
+            "Cross-Origin-Resource-Policy": "cross-origin"})
+    return handler
+
+
+def test_the_default_cdn_site_runs_pinned_and_refuses_an_altered_runtime(
+        browser: Browser, tiny_artifact: Path, tiny_model: bard_sdk.Model,
+        tmp_path: Path) -> None:
+    from bard.web.runtime import CDN_BASE
+
+    from tests.web.conftest import start_site_server, stop_process, write_site
+
+    server = start_site_server(write_site(tiny_artifact, tmp_path / "site", runtime="cdn"))
+    try:
+        page = browser.open(server.url, routes={CDN_BASE + "**": cdn_from_npm()})
+        try:
+            text = page.evaluate("bard.generate('ROMEO:', {maxNewChars: 40, temperature: 0})")
+        finally:
+            page.close()
+        assert text == tiny_model.generate("ROMEO:", 40, temperature=0)
+        # One changed byte (the .mjs stays valid JavaScript): the page refuses it by its hash.
+        for altered, refusal in (("ort-wasm-simd-threaded.wasm",
+                                  "error: cannot fetch onnxruntime-web binary"),
+                                 ("ort.wasm.min.mjs", "error: cannot load onnxruntime-web")):
+            page = browser.open(server.url, expect=refusal,
+                                routes={CDN_BASE + "**": cdn_from_npm(tamper=altered)})
+            page.close()
+    finally:
+        stop_process(server.process)

@@ -248,7 +248,13 @@ export async function load(options = {}) {
   const backend = await chooseBackend(options.backend ?? "auto", runtime);
   const build = runtime.builds[backend];
   const base = new URL(runtime.base, siteUrl);
-  const ort = await import(new URL(build.module, base).href);
+  const moduleUrl = new URL(build.module, base).href;
+  let ort;
+  try {
+    ort = await import(moduleUrl); // the page's import map pins it by hash
+  } catch (err) {
+    throw new BardError(`cannot load onnxruntime-web (${moduleUrl}): ${err.message}`);
+  }
   ort.env.wasm.wasmPaths = base.href;
   const binary = await fetchChecked(new URL(build.binary, base), "onnxruntime-web binary",
                                     runtime.integrity[build.binary]);
