@@ -265,3 +265,34 @@ def test_the_default_cdn_site_runs_pinned_and_refuses_an_altered_runtime(
             page.close()
     finally:
         stop_process(server.process)
+
+
+def test_sessions_feed_fork_and_continue_as_the_sdk(browser: Browser, tiny_site: SiteServer,
+                                                    tiny_model: bard_sdk.Model) -> None:
+    page = browser.open(tiny_site.url)
+    try:
+        got = page.evaluate("""async () => {
+            const s = await bard.session('ROMEO:');
+            const fork = s.fork();
+            const first = await s.generate(30, {temperature: 0});
+            const again = await fork.generate(30, {temperature: 0});
+            const fed = Array.from(await fork.feed('\\nJULIET:'));
+            const after = await fork.generate(20, {temperature: 0});
+            return {first, again, fed, after, top: s.top(3), length: s.length}; }""")
+    finally:
+        page.close()
+    first = tiny_model.generate("ROMEO:", 30, temperature=0)
+    assert got["first"] == got["again"] == first
+    text = "ROMEO:" + first + "\nJULIET:"
+    assert got["after"] == tiny_model.generate(text, 20, temperature=0)
+    table = log_probs(tiny_model, text)
+    ids = tiny_model.encode(text)
+    start = len("ROMEO:") + 30
+    want = [-table[start - 1 + i, ids[start + i]] for i in range(len("\nJULIET:"))]
+    assert np.allclose(got["fed"], want, atol=1e-4)
+    session = tiny_model.session("ROMEO:" + first)
+    probs = np.exp(session.logits[0].astype(np.float64) - session.logits[0].max())
+    probs /= probs.sum()
+    assert [t["char"] for t in got["top"]] == [tiny_model.vocab.chars[i]
+                                               for i in np.argsort(-probs, kind="stable")[:3]]
+    assert got["length"] == len("ROMEO:") + 30
