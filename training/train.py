@@ -323,8 +323,8 @@ def _train_loop(request: RunRequest, device: torch.device, dist: DistContext, pl
             inputs, targets = sample_batch(splits.train, cfg.batch_size, cfg.seq_len, generator)
             inputs, targets = inputs.to(device), targets.to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                logits, _, outputs = trained(inputs, with_outputs=True)
-            objective, loss = training_loss(logits, targets, outputs, cfg)
+                nll, _, outputs = trained(inputs, with_outputs=True, targets=targets)
+            objective, loss = training_loss(nll, outputs, cfg)
             optimizer.zero_grad(set_to_none=True)
             objective.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
