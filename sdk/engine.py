@@ -353,7 +353,7 @@ class Engine:
         max_new_chars = settings.max_new
         ids = self.model.encode(prompt, on_unknown, replacement)
         if not len(ids):
-            ids = np.array([self.model.prime_id], np.int64)
+            ids = self.model.start_ids()
         request = Request(self, ids, len(prompt), settings, include_stop)
         with self._wake:
             if self._closed:

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from .session import Session
 
 SCORE_CHUNK = 4096
+PRIME_CHARACTER = "\n"  # what an empty prompt starts from (see Model.start_ids)
 # The most characters one call may generate per row: about a day at batch 1 on a CPU, and a
 # 1 GB string. Larger values are surely a mistake (10**12 once meant a MemoryError); for
 # "until the stop string", pass a large limit such as 10**8: only what is produced is kept.
@@ -120,7 +121,9 @@ class Model:
         self.vocab = Vocabulary(self.manifest.vocabulary)
         self._check_graph()
         self._runner: Runner = make_runner(self._ort_session, self.device)
-        self.prime_id = self.vocab.index.get("\n", 0)
+        # The empty-prompt rule: an empty prompt starts from a newline, the way a speech starts
+        # in the training text; a vocabulary without one refuses empty prompts (start_ids).
+        self.prime_id: int | None = self.vocab.index.get(PRIME_CHARACTER)
         self._probe()
 
     def _check_graph(self) -> None:
@@ -145,7 +148,8 @@ class Model:
         shape and emit another; better to find out here than at generate time."""
         layers, hidden, vocab = (self.manifest.num_layers, self.manifest.hidden_size,
                                  len(self.vocab))
-        tokens = np.array([[self.prime_id] * 2, [self.prime_id, PADDING_ID]], dtype=np.int64)
+        first = self.prime_id if self.prime_id is not None else 0
+        tokens = np.array([[first] * 2, [first, PADDING_ID]], dtype=np.int64)
         try:
             logits, state = self._runner.step(tokens, self._runner.state(*self.zero_state(2)))
             h, c = state.to_numpy()
@@ -193,12 +197,22 @@ class Model:
                replacement: str | None = None) -> np.ndarray:
         return self.vocab.encode(text, on_unknown, replacement)
 
+    def start_ids(self) -> np.ndarray:
+        """What an empty prompt (or one emptied by on_unknown='skip') is fed as: a newline,
+        from the zero state. A model whose vocabulary has no newline has nothing that marks
+        the start of a text, and refuses empty prompts rather than guess."""
+        if self.prime_id is None:
+            raise InvalidArgumentError(
+                "this model's vocabulary has no newline, which an empty prompt starts from: "
+                "give a prompt of at least one character of the vocabulary")
+        return np.array([self.prime_id], np.int64)
+
     def _prefill_prompts(self, prompts: list[str], on_unknown: OnUnknown,
                          replacement: str | None) -> Batch:
         """Empty prompts (or prompts emptied by on_unknown='skip') start from the zero state
-        primed with a newline, the way a speech starts in the training text."""
+        primed with a newline, the way a speech starts in the training text (start_ids)."""
         ids = [self.encode(p, on_unknown, replacement) for p in prompts]
-        ids = [i if len(i) else np.array([self.prime_id], np.int64) for i in ids]
+        ids = [i if len(i) else self.start_ids() for i in ids]
         return prefill(self._runner, ids, self._runner.state(*self.zero_state(len(ids))))
 
     def _stops(self, stop: str | Sequence[str] | None) -> list[np.ndarray]:

@@ -60,7 +60,7 @@ class Session:
             return ""
         runner = model._runner
         if self.logits is None:  # nothing fed yet: prime with a newline, as Model does
-            batch = prefill(runner, [np.array([model.prime_id])], runner.state(self.h, self.c))
+            batch = prefill(runner, [model.start_ids()], runner.state(self.h, self.c))
         else:
             batch = Batch(runner.state(self.h, self.c), self.logits)
         gen = Generator(model.vocab.chars, batch, runner, settings, processors,
