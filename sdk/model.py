@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, overload
 
@@ -27,12 +25,12 @@ from .runtime import (
     make_runner,
 )
 from .sampling import SamplingParams, row_keys
+from .scoring import Score, Scorer
 from .vocab import OnUnknown, Vocabulary
 
 if TYPE_CHECKING:
     from .session import Session
 
-SCORE_CHUNK = 4096
 PRIME_CHARACTER = "\n"  # what an empty prompt starts from (see Model.start_ids)
 # The most characters one call may generate per row: about a day at batch 1 on a CPU, and a
 # 1 GB string. Larger values are surely a mistake (10**12 once meant a MemoryError); for
@@ -40,23 +38,6 @@ PRIME_CHARACTER = "\n"  # what an empty prompt starts from (see Model.start_ids)
 MAX_NEW_CHARS = 10**9
 SEED_LIMIT = 2**64  # seeds are 64-bit: 0 <= seed < 2**64
 MAX_BEAMS = 256
-
-
-@dataclass(frozen=True)
-class Score:
-    """Log-likelihood of a text under the model, predicting each character from the ones
-    before it (the first character has no prediction)."""
-
-    total_nats: float
-    characters: int
-
-    @property
-    def nats_per_char(self) -> float:
-        return self.total_nats / self.characters if self.characters else math.nan
-
-    @property
-    def bits_per_char(self) -> float:
-        return self.nats_per_char / math.log(2)
 
 
 def check_prompts(prompt: str | Sequence[str]) -> tuple[list[str], bool]:
@@ -365,18 +346,11 @@ class Model:
 
     def score(self, text: str, *, on_unknown: OnUnknown = "error",
               replacement: str | None = None) -> Score:
-        """Total log-likelihood of `text` from the zero state, in one stream (state carried)."""
-        ids = self.encode(string(text, "text"), on_unknown, replacement)
-        state = self._runner.state(*self.zero_state(1))
-        total = 0.0
-        for start in range(0, len(ids) - 1, SCORE_CHUNK):
-            chunk = ids[start : start + SCORE_CHUNK + 1]
-            logits, state = self._runner.step(chunk[None, :-1], state)
-            z = logits[0].astype(np.float64)
-            z -= z.max(axis=1, keepdims=True)
-            log_probs = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-            total -= float(log_probs[np.arange(len(chunk) - 1), chunk[1:]].sum())
-        return Score(total, max(len(ids) - 1, 0))
+        """Total log-likelihood of `text` from the zero state, in one stream (state carried).
+        For a text too large to hold, `bard_sdk.score_stream` reads it from a file."""
+        scorer = Scorer(self)
+        scorer.feed(self.encode(string(text, "text"), on_unknown, replacement))
+        return scorer.score
 
     def session(self, prompt: str = "", *, on_unknown: OnUnknown = "error",
                 replacement: str | None = None) -> Session:

@@ -76,11 +76,11 @@ def sample(logits: np.ndarray, params: SamplingParams, u: np.ndarray | None) -> 
     """Next ids [batch] from logits [batch, vocab]: greedy, or temperature / top-k / top-p
     with one uniform per row (`u`, unused when greedy).
 
-    The row's weights are exp((logit - max) / temperature) in float32; the chosen id is the
-    first whose cumulative weight (in id order over the characters kept) passes u x the kept
-    weight, so a row's choice depends only on its own logits and uniform. Top-k and top-p
-    first narrow each row to candidates (every character at or above a threshold, found
-    without sorting the vocabulary), so their cost grows with the characters kept.
+    A row's weights are exp((logit - max) / temperature) in float32; the chosen id is the
+    first whose cumulative weight, in id order over the characters kept, passes u x the kept
+    weight, so a row's choice depends only on its own logits and uniform. Nothing sorts the
+    vocabulary: top-k partitions it (argpartition), top-p sorts only the largest weights
+    (as many as the nucleus needs), so their cost grows with the characters kept.
     """
     if params.greedy or u is None:
         return logits.argmax(axis=1)
@@ -90,21 +90,27 @@ def sample(logits: np.ndarray, params: SamplingParams, u: np.ndarray | None) -> 
     top_p = params.top_p if params.top_p is not None and params.top_p < 1.0 else None
     scale = np.float32(1.0 / params.temperature)
     fraction = below_one(u)
-    if top_k is None and top_p is None:
-        return inverse_cdf_blocked(z, scale, fraction)
     if top_k is not None:
-        ids, values = candidates_above(z, kth_largest_bound(z, top_k))
-        kth = np.partition(values, -top_k, axis=1)[:, -top_k, None]
-        values[values < kth] = -np.inf
+        ids = np.argpartition(z, -top_k, axis=1)[:, -top_k:]
+        ids.sort(axis=1)  # id order: the choice does not depend on how the partition fell
+        values = np.take_along_axis(z, ids, axis=1)
         weights = weights_of(values, values.max(axis=1, keepdims=True), scale)
         if top_p is not None:
-            weights = nucleus(weights, weights.sum(axis=1), top_p)
-    else:
-        ids, weights = nucleus_candidates(z, scale, top_p)  # type: ignore[arg-type]
-    return ids[np.arange(len(ids)), inverse_cdf(weights, fraction)]
+            weights = keep_nucleus(weights, top_p)
+        return ids[np.arange(len(ids)), inverse_cdf(weights, fraction)]
+    if vocab <= 4 * BLOCK:  # small vocabularies: one pass of each kind is cheapest
+        weights = weights_of(z, z.max(axis=1, keepdims=True), scale)
+        if top_p is not None:
+            weights = keep_nucleus(weights, top_p)
+        return inverse_cdf(weights, fraction)
+    weights = np.exp(scaled_logits(z, scale))
+    if top_p is not None:
+        weights = keep_nucleus(weights, top_p)
+    return blocked_choice(weights, vocab, fraction)
 
 
-BLOCK = 64  # characters per block of the two-level inverse CDF over a whole vocabulary
+BLOCK = 64  # characters per block of the two-level inverse CDF over a large vocabulary
+NUCLEUS_FIRST_GUESS = 256  # weights sorted to find a nucleus, then 4x as many, ...
 _LAST_BELOW_ONE = np.nextafter(np.float32(1.0), np.float32(0.0))
 
 
@@ -120,6 +126,16 @@ def weights_of(values: np.ndarray, top: np.ndarray, scale: np.float32) -> np.nda
     return np.exp(weights, out=weights)
 
 
+def scaled_logits(z: np.ndarray, scale: np.float32) -> np.ndarray:
+    """(z - row max) x scale, padded with -inf (weight 0) to a whole number of blocks."""
+    rows, vocab = z.shape
+    padded = np.full((rows, -(-vocab // BLOCK) * BLOCK), -np.inf, dtype=np.float32)
+    scaled = padded[:, :vocab]
+    np.subtract(z, z.max(axis=1, keepdims=True), out=scaled)
+    scaled *= scale
+    return padded
+
+
 def inverse_cdf(weights: np.ndarray, fraction: np.ndarray) -> np.ndarray:
     """Per row, the first column whose cumulative weight exceeds fraction x the row's total:
     never a column of weight 0 (the target stays below the total)."""
@@ -129,19 +145,12 @@ def inverse_cdf(weights: np.ndarray, fraction: np.ndarray) -> np.ndarray:
     return np.minimum(chosen, weights.shape[1] - 1)
 
 
-def inverse_cdf_blocked(z: np.ndarray, scale: np.float32, fraction: np.ndarray) -> np.ndarray:
-    """`inverse_cdf` over the whole vocabulary without a cumulative sum across it: the weights
-    are summed per block of BLOCK characters, the block is found on those sums, and the
-    character inside it. Small vocabularies take the plain cumulative sum."""
-    rows, vocab = z.shape
-    if vocab <= 4 * BLOCK:
-        return inverse_cdf(weights_of(z, z.max(axis=1, keepdims=True), scale), fraction)
-    blocks = -(-vocab // BLOCK)
-    padded = np.zeros((rows, blocks * BLOCK), dtype=np.float32)
-    weights = padded[:, :vocab]
-    np.subtract(z, z.max(axis=1, keepdims=True), out=weights)
-    weights *= scale
-    np.exp(weights, out=weights)
+def blocked_choice(padded: np.ndarray, vocab: int, fraction: np.ndarray) -> np.ndarray:
+    """`inverse_cdf` without a cumulative sum across the vocabulary: the weights (padded to
+    whole blocks with 0) are summed per block of BLOCK characters, the block is found on
+    those sums, then the character inside it."""
+    rows, width = padded.shape
+    blocks = width // BLOCK
     grouped = padded.reshape(rows, blocks, BLOCK)
     cumulative = np.cumsum(grouped.sum(axis=2), axis=1)
     target = fraction * cumulative[:, -1]
@@ -150,76 +159,33 @@ def inverse_cdf_blocked(z: np.ndarray, scale: np.float32, fraction: np.ndarray) 
     before = np.where(block > 0, cumulative[row, block - 1], np.float32(0.0))
     inside = grouped[row, block]
     within = (np.cumsum(inside, axis=1) <= (target - before)[:, None]).sum(axis=1)
-    last_nonzero = BLOCK - 1 - (inside[:, ::-1] > 0).argmax(axis=1)
-    return block * BLOCK + np.minimum(within, last_nonzero)  # rounding at the block's end
+    last_nonzero = BLOCK - 1 - (inside[:, ::-1] > 0).argmax(axis=1)  # rounding at its end
+    return np.minimum(block * BLOCK + np.minimum(within, last_nonzero), vocab - 1)
 
 
-def kth_largest_bound(z: np.ndarray, k: int) -> np.ndarray:
-    """Per row, a value at or below its k-th largest logit, from the maxima of at least k
-    disjoint groups of columns (k distinct columns reach the k-th largest group maximum), so
-    the columns at or above it are few; -inf when the vocabulary is too small to bother."""
-    rows, vocab = z.shape
-    groups = max(2 * k, 128)
-    if 4 * groups > vocab:
-        return np.full(rows, -np.inf, dtype=np.float32)
-    size = vocab // groups
-    maxima = z[:, : size * groups].reshape(rows, size, groups).max(axis=1)
-    tail = z[:, size * groups :]
-    pool = np.concatenate([maxima, tail], axis=1) if tail.shape[1] else maxima
-    return np.partition(pool, -k, axis=1)[:, -k]
+def keep_nucleus(weights: np.ndarray, top_p: float) -> np.ndarray:
+    """The weights of the smallest set of largest ones whose mass passes top_p of the row's:
+    a character is kept when the mass of those above it is at most top_p x the total (ties
+    with the last one kept are kept); the others weigh 0 (in place).
 
-
-def candidates_above(z: np.ndarray, threshold: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, the ids (ascending) and values of the columns at or above the row's
-    threshold, padded to the widest row with id 0 and value -inf (weight 0)."""
-    rows = z.shape[0]
-    mask = z >= threshold[:, None]
-    counts = mask.sum(axis=1)
-    where_row, where_col = np.nonzero(mask)
-    offset = np.arange(len(where_col)) - np.repeat(np.cumsum(counts) - counts, counts)
-    width = max(int(counts.max(initial=0)), 1)
-    ids = np.zeros((rows, width), dtype=np.int64)
-    values = np.full((rows, width), -np.inf, dtype=np.float32)
-    ids[where_row, offset] = where_col
-    values[where_row, offset] = z[where_row, where_col]
-    return ids, values
-
-
-def nucleus(weights: np.ndarray, total: np.ndarray, top_p: float) -> np.ndarray:
-    """The weights of the smallest set of largest ones whose mass reaches top_p of `total`:
-    a character is kept when the mass of the characters above it is at most top_p x total
-    (ties with the last one kept are kept); the others weigh 0."""
-    ordered = -np.sort(-weights, axis=1)
-    before = np.cumsum(ordered, axis=1) - ordered
-    kept = (before <= (top_p * total)[:, None]).sum(axis=1)
-    smallest = ordered[np.arange(len(ordered)), np.maximum(kept, 1) - 1]
-    return np.where(weights >= smallest[:, None], weights, np.float32(0.0))
-
-
-def nucleus_candidates(z: np.ndarray, scale: np.float32, top_p: float
-                       ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-p without a sort of the vocabulary: the columns at or above a threshold whose
-    mass already passes top_p of the row's total hold the nucleus, so only they are sorted.
-    The threshold is the m-th largest of 256 group maxima, for m = 8, 32, ...; rows that
-    need more fall back to the whole row."""
-    rows, vocab = z.shape
-    weights = weights_of(z, z.max(axis=1, keepdims=True), scale)
-    total = weights.sum(axis=1)
-    threshold = np.full(rows, -np.inf, dtype=np.float32)
-    groups = 256
-    if vocab >= 4 * groups:
-        size = vocab // groups
-        maxima = -np.sort(-weights[:, : size * groups].reshape(rows, size, groups).max(axis=1),
-                          axis=1)
-        open_rows = np.arange(rows)
-        for m in (8, 32, 128):
-            trial = maxima[open_rows, m - 1]
-            mass = np.where(weights[open_rows] >= trial[:, None], weights[open_rows],
-                            np.float32(0.0)).sum(axis=1)
-            enough = mass > top_p * total[open_rows]
-            threshold[open_rows[enough]] = trial[enough]
-            open_rows = open_rows[~enough]
-            if not len(open_rows):
-                break
-    ids, kept = candidates_above(weights, threshold)
-    return ids, nucleus(kept.clip(min=0.0), total, top_p)
+    Only the largest weights are sorted, as many as the nucleus needs: the first guess
+    (partitioned out, then sorted) holds the nucleus when its mass passes the limit; rows
+    whose nucleus is larger try four times as many, up to the whole row."""
+    rows, width = weights.shape
+    limit = top_p * weights.sum(axis=1)
+    smallest = np.zeros(rows, dtype=np.float32)
+    pending, guess = np.arange(rows), NUCLEUS_FIRST_GUESS
+    while len(pending):
+        if 2 * guess >= width:
+            guess = width
+        top = weights[pending] if guess == width else np.partition(
+            weights[pending], width - guess, axis=1)[:, width - guess :]
+        ordered = -np.sort(-top, axis=1)
+        mass = np.cumsum(ordered, axis=1)
+        found = (mass[:, -1] > limit[pending]) | (guess == width)
+        before = mass[found] - ordered[found]
+        kept = np.maximum((before <= limit[pending[found], None]).sum(axis=1), 1)
+        smallest[pending[found]] = ordered[found][np.arange(len(kept)), kept - 1]
+        pending, guess = pending[~found], 4 * guess
+    weights[weights < smallest[:, None]] = 0.0
+    return weights

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from bard.bench.large_vocab import synthetic_text
 from bard.training.config import ModelConfig
 from bard.training.loss import nll_in_chunks
