@@ -100,7 +100,7 @@ def train(
     require_train_extra("train")
     if nproc is not None:
         launch_torchrun(nproc)
-    from bard.training.errors import TrainingDiverged, UsageError
+    from bard.training.errors import StoppedBeforeStart, TrainingDiverged, UsageError
     from bard.training.train import RunRequest
     from bard.training.train import train as run_training
 
@@ -115,6 +115,9 @@ def train(
             result = run_training(request)
     except TrainingDiverged as err:
         fail(str(err), EXIT_DIVERGED)
+    except StoppedBeforeStart as err:
+        typer.echo(f"bard train: {err}", err=True)
+        raise typer.Exit(128 + err.signum) from None
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun, rank 0 speaks for the job
     if result.stopped == "signal":

@@ -36,9 +36,10 @@ from .checkpoint import (
 )
 from .config import TrainConfig
 from .corpus import TOKENS_RECORD
+from .corpus_stamp import STAMP_FILE
 from .data import Splits, eval_spans, sample_batch
 from .distributed import DistContext, init_distributed, shutdown_distributed
-from .errors import TrainingDiverged, UsageError
+from .errors import StoppedBeforeStart, TrainingDiverged, UsageError
 from .evaluate import bits_per_char, stream_nll
 from .loss import training_loss
 from .model import CharLSTM, count_parameters
@@ -108,16 +109,31 @@ def train(request: RunRequest) -> TrainResult:
     if dist.enabled and device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
     try:
-        plan, checkpoint, resume = make_plan(request, dist, device)
-        try:
-            result = _train_loop(request, device, dist, plan, checkpoint, resume)
-        except TrainingDiverged as err:
-            raise TrainingDiverged(err.step, err.what,
-                                   divergence_advice(run_dir, plan, created, dist)) from None
+        with stop_on_signals() as flag:
+            try:
+                plan, checkpoint, resume = make_plan(request, dist, device)
+                result = _train_loop(request, device, dist, plan, checkpoint, resume, flag)
+            except StoppedBeforeStart as err:
+                raise StoppedBeforeStart(err.signum, stop_advice(request, created,
+                                                                 dist)) from None
+            except TrainingDiverged as err:
+                raise TrainingDiverged(err.step, err.what,
+                                       divergence_advice(run_dir, plan, created, dist)) from None
         dist.barrier()  # rank 0 may still be writing; leave together so Gloo tears down cleanly
         return result
     finally:
         shutdown_distributed(dist)
+
+
+def stop_advice(request: RunRequest, created: bool, dist: DistContext) -> str:
+    """A stop before the first step: a resumed run is as it was; a new one is removed (the
+    same rule as a divergence before any checkpoint), so the same command starts it again."""
+    if request.resume:
+        return f"the run is as it was: bard train --resume {request.out}"
+    if dist.is_main:
+        remove_unfinished_run(request.out, created)
+    return (f"nothing to resume, so what it had written in {request.out} was removed; the "
+            "same command starts it again")
 
 
 def make_plan(request: RunRequest, dist: DistContext, device: torch.device
@@ -177,7 +193,7 @@ def divergence_advice(run_dir: Path, plan: Plan, created: bool, dist: DistContex
 
 def remove_unfinished_run(run_dir: Path, created: bool) -> None:
     """Remove what this run wrote before its first checkpoint, and nothing else."""
-    for name in (RUN_FILE, METRICS_FILE, TOKENS_RECORD, "loss_curve.png"):
+    for name in (RUN_FILE, METRICS_FILE, TOKENS_RECORD, STAMP_FILE, "loss_curve.png"):
         (run_dir / name).unlink(missing_ok=True)
     for path in run_dir.glob("corpus.uint*.bin"):
         path.unlink(missing_ok=True)
@@ -189,7 +205,8 @@ def remove_unfinished_run(run_dir: Path, created: bool) -> None:
 
 
 def _train_loop(request: RunRequest, device: torch.device, dist: DistContext, plan: Plan,
-                checkpoint: Checkpoint | None, resume: ResumeState | None) -> TrainResult:
+                checkpoint: Checkpoint | None, resume: ResumeState | None,
+                flag: dict[str, int]) -> TrainResult:
     run_dir = request.out
     cfg, schedule = plan.train_config, plan.schedule
     torch.manual_seed(cfg.seed + dist.rank)
@@ -273,7 +290,8 @@ def _train_loop(request: RunRequest, device: torch.device, dist: DistContext, pl
     trained.train()
     window_loss = torch.zeros((), device=device)
     window_start, window_steps = time.perf_counter(), 0
-    with stop_on_signals() as flag, progress:
+    flag["started"] = 1  # from here a signal is a flag, answered with a checkpoint
+    with progress:
         for line in plan.notes:
             progress.note(line)
         progress.note(  # printed once the signal handlers are in place: a readiness sign
