@@ -417,18 +417,19 @@ def eval_command(
         fail("--split val and train need a file (standard input can be read only once)")
     stream = sys.stdin.buffer if from_stdin else open_text_file(file)
     show = sys.stderr.isatty() if progress is None else progress
-    total = None
-    if not from_stdin and (split != "all" or show):
-        total = count_characters(stream)
-        stream.seek(0)
-    cut = 0 if total is None else int(total * (1 - val_fraction))
-    start, end = {"all": (0, None), "val": (cut, None), "train": (0, cut)}[split]
-    loaded = load_model(model, device, variant)
-    goal = None if total is None else (end if end is not None else total) - start
-    with user_errors(bard_sdk.BardError), stream, progress_bar(show, goal, start) as report:
-        score = bard_sdk.score_stream(loaded, stream, on_unknown=on_unknown,  # type: ignore[arg-type]
-                                      replacement=replacement, start=start, end=end,
-                                      progress=report)
+    total, done = None, [0]
+    with interruptible("nothing was scored", done), stream:
+        if not from_stdin and (split != "all" or show):
+            total = count_characters(stream)
+            stream.seek(0)
+        cut = 0 if total is None else int(total * (1 - val_fraction))
+        start, end = {"all": (0, None), "val": (cut, None), "train": (0, cut)}[split]
+        loaded = load_model(model, device, variant)
+        goal = None if total is None else (end if end is not None else total) - start
+        with user_errors(bard_sdk.BardError), progress_bar(show, goal, start, done) as report:
+            score = bard_sdk.score_stream(
+                loaded, stream, on_unknown=on_unknown,  # type: ignore[arg-type]
+                replacement=replacement, start=start, end=end, progress=report)
     # strict JSON: a text with no predictions (under 2 characters) has no loss, so null
     nats, bits = (x if math.isfinite(x) else None
                   for x in (score.nats_per_char, score.bits_per_char))
@@ -445,12 +446,31 @@ def eval_command(
 
 
 @contextmanager
-def progress_bar(enabled: bool, total: int | None, first: int) -> Iterator[Any]:
-    """A `report(characters read)` callback drawing a bar on stderr (characters per second,
-    time left), or doing nothing. Ctrl-C or SIGTERM stops the work between two pieces: one
-    line on stderr, exit code 128 + the signal."""
+def interruptible(what: str, done: list[int]) -> Iterator[None]:
+    """Ctrl-C or SIGTERM during `what`: one line on stderr (how far it got, `done[0]`
+    characters), exit code 128 + the signal; never a traceback."""
     import signal
 
+    received = [signal.SIGINT]
+
+    def on_signal(signum: int, _frame: object) -> None:
+        received[0] = signum
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_signal)
+    try:
+        yield
+    except KeyboardInterrupt:
+        fail(f"interrupted after {done[0]:,} characters; {what}", 128 + received[0])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def progress_bar(enabled: bool, total: int | None, first: int,
+                 done: list[int]) -> Iterator[Any]:
+    """A `report(characters read)` callback that keeps `done[0]` and draws a bar on stderr
+    (characters, characters per second, time left), or only keeps the count."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
     from rich.text import Text
@@ -459,14 +479,6 @@ def progress_bar(enabled: bool, total: int | None, first: int) -> Iterator[Any]:
         def render(self, task: Any) -> Text:
             return Text(f"{task.speed or 0:,.0f} chars/s")
 
-    done = [0]
-    received = [0]
-
-    def on_signal(signum: int, _frame: object) -> None:
-        received[0] = signum
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, on_signal)
     bar = Progress(TextColumn("scoring"), BarColumn(), TextColumn("{task.completed:,} chars"),
                    CharsPerSecond(), TimeRemainingColumn(),
                    console=Console(stderr=True, force_terminal=enabled or None),
@@ -477,15 +489,8 @@ def progress_bar(enabled: bool, total: int | None, first: int) -> Iterator[Any]:
         done[0] = max(position - first, 0)
         bar.update(task, completed=min(done[0], total) if total is not None else done[0])
 
-    try:
-        with bar:
-            yield report
-    except KeyboardInterrupt:
-        of = "" if total is None else f" of {total:,}"
-        fail(f"interrupted after {done[0]:,}{of} characters; nothing was scored",
-             128 + (received[0] or signal.SIGINT))
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    with bar:
+        yield report
 
 
 def open_text_file(path: Path) -> Any:

@@ -8,9 +8,9 @@ import signal
 from pathlib import Path
 
 import pytest
-
 from bard.training.errors import UsageError
 from bard.training.train import RunRequest, train
+
 from tests.cli.test_cli import SMALL, start_training, wait_for_line
 from tests.conftest import SHARED_DATA, bard_cli
 
