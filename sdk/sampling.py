@@ -89,7 +89,7 @@ def sample(logits: np.ndarray, params: SamplingParams, u: np.ndarray | None) -> 
     top_k = params.top_k if params.top_k is not None and params.top_k < vocab else None
     top_p = params.top_p if params.top_p is not None and params.top_p < 1.0 else None
     scale = np.float32(1.0 / params.temperature)
-    fraction = below_one(u)
+    fraction = u  # float64 in [0, 1): fraction x a float32 total stays below the total
     if top_k is not None:
         ids = np.argpartition(z, -top_k, axis=1)[:, -top_k:]
         ids.sort(axis=1)  # id order: the choice does not depend on how the partition fell
@@ -103,7 +103,8 @@ def sample(logits: np.ndarray, params: SamplingParams, u: np.ndarray | None) -> 
         if top_p is not None:
             weights = keep_nucleus(weights, top_p)
         return inverse_cdf(weights, fraction)
-    weights = np.exp(scaled_logits(z, scale))
+    weights = scaled_logits(z, scale)
+    np.exp(weights, out=weights)
     if top_p is not None:
         weights = keep_nucleus(weights, top_p)
     return blocked_choice(weights, vocab, fraction)
@@ -111,12 +112,6 @@ def sample(logits: np.ndarray, params: SamplingParams, u: np.ndarray | None) -> 
 
 BLOCK = 64  # characters per block of the two-level inverse CDF over a large vocabulary
 NUCLEUS_FIRST_GUESS = 256  # weights sorted to find a nucleus, then 4x as many, ...
-_LAST_BELOW_ONE = np.nextafter(np.float32(1.0), np.float32(0.0))
-
-
-def below_one(u: np.ndarray) -> np.ndarray:
-    """The uniforms as float32, kept below 1 (u x total must stay below the total)."""
-    return np.minimum(u.astype(np.float32), _LAST_BELOW_ONE)
 
 
 def weights_of(values: np.ndarray, top: np.ndarray, scale: np.float32) -> np.ndarray:
@@ -156,7 +151,7 @@ def blocked_choice(padded: np.ndarray, vocab: int, fraction: np.ndarray) -> np.n
     target = fraction * cumulative[:, -1]
     block = np.minimum((cumulative <= target[:, None]).sum(axis=1), blocks - 1)
     row = np.arange(rows)
-    before = np.where(block > 0, cumulative[row, block - 1], np.float32(0.0))
+    before = np.where(block > 0, cumulative[row, block - 1], 0.0)
     inside = grouped[row, block]
     within = (np.cumsum(inside, axis=1) <= (target - before)[:, None]).sum(axis=1)
     last_nonzero = BLOCK - 1 - (inside[:, ::-1] > 0).argmax(axis=1)  # rounding at its end
@@ -187,5 +182,5 @@ def keep_nucleus(weights: np.ndarray, top_p: float) -> np.ndarray:
         kept = np.maximum((before <= limit[pending[found], None]).sum(axis=1), 1)
         smallest[pending[found]] = ordered[found][np.arange(len(kept)), kept - 1]
         pending, guess = pending[~found], 4 * guess
-    weights[weights < smallest[:, None]] = 0.0
+    weights *= weights >= smallest[:, None]
     return weights
