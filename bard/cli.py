@@ -40,13 +40,33 @@ def require_train_extra(command: str) -> None:
         fail(f"`bard {command}` needs PyTorch: pip install 'bard[train]'")
 
 
+# The SDK's hints in the CLI's spelling: what to pass, as options, not keyword arguments.
+CLI_SPELLING = (("on_unknown='replace' needs a replacement character",
+                 "--on-unknown replace needs --replacement CHAR, a character"),
+                ("device='cuda'", "--device cuda"),
+                ("pass a path to load()", "pass --model DIR"))
+
+
+def cli_message(err: BaseException) -> str:
+    """An error's message with every hint in it spelled as options of this CLI."""
+    import bard_sdk
+
+    if isinstance(err, bard_sdk.UnknownCharacterError):
+        return (f"{err.summary} (pass --on-unknown skip, or --on-unknown replace "
+                "--replacement CHAR)")
+    message = str(err)
+    for api, cli in CLI_SPELLING:
+        message = message.replace(api, cli)
+    return message
+
+
 @contextmanager
 def user_errors(*kinds: type[BaseException]) -> Iterator[None]:
     """Map the errors a user can cause to one line and exit code 2."""
     try:
         yield
     except kinds as err:
-        fail(str(err))
+        fail(cli_message(err))
 
 
 @app.callback()
@@ -80,7 +100,7 @@ def train(
     require_train_extra("train")
     if nproc is not None:
         launch_torchrun(nproc)
-    from bard.training.errors import TrainingDiverged, UsageError
+    from bard.training.errors import StoppedBeforeStart, TrainingDiverged, UsageError
     from bard.training.train import RunRequest
     from bard.training.train import train as run_training
 
@@ -95,6 +115,9 @@ def train(
             result = run_training(request)
     except TrainingDiverged as err:
         fail(str(err), EXIT_DIVERGED)
+    except StoppedBeforeStart as err:
+        typer.echo(f"bard train: {err}", err=True)
+        raise typer.Exit(128 + err.signum) from None
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun, rank 0 speaks for the job
     if result.stopped == "signal":
@@ -217,9 +240,16 @@ def unescape_stop(text: str) -> str:
     return "".join(out)
 
 
+STDIN = "-"
+
+
 @app.command()
 def generate(
-    prompt: Annotated[str, typer.Argument(help="Text to continue.")] = "",
+    prompt: Annotated[str, typer.Argument(
+        help="Text to continue; - reads it from standard input.")] = "",
+    prompt_file: Annotated[Path | None, Opt(
+        help="Read the prompt from this UTF-8 file (for prompts too long for a command "
+             "line).")] = None,
     model: Annotated[Path | None, Opt(help="Artifact directory (default: bundled).")] = None,
     n: Annotated[int, Opt("-n", "--max-new-chars",
                           help="Characters to generate (at most 10**9).")] = 300,
@@ -232,26 +262,28 @@ def generate(
     stop: Annotated[list[str] | None, Opt(
         help="Stop after this string (repeatable); \\n, \\t, \\r and \\\\ are escapes, "
              "e.g. --stop '\\n\\n'.")] = None,
-    stream: Annotated[bool, Opt(help="Print characters as they are made.")] = False,
+    stream: Annotated[bool, Opt(help="Print characters as they are made (several samples: "
+                                     "side by side on a terminal, else one after another).")
+                      ] = False,
     device: Annotated[str, Opt(help="auto | cpu | cuda")] = "auto",
     variant: Annotated[str, Opt(help="fp32 | int8")] = "fp32",
     on_unknown: Annotated[str, Opt(help="error | skip | replace")] = "error",
+    replacement: Annotated[str | None, Opt(help="Character for --on-unknown replace.")] = None,
 ) -> None:
     """Generate text from an artifact (works without PyTorch)."""
     import bard_sdk
 
     if not 1 <= num_samples <= MAX_SAMPLES:
         fail(f"--num-samples must be in [1, {MAX_SAMPLES:,}], got {num_samples}")
-    try:
-        prompt.encode("utf-8")
-    except UnicodeEncodeError:  # undecodable bytes in argv arrive as lone surrogates
-        fail("the prompt is not valid UTF-8 text")
+    check_unknown_options(on_unknown, replacement)
+    prompt = read_prompt(prompt, prompt_file)
     stops = None if stop is None else [unescape_stop(s) for s in stop]
     loaded = load_model(model, device, variant)
     prompts = [prompt] * num_samples
     # one int seeds sample i with seed + i, as the SDK does for a batch
     options: dict[str, Any] = dict(temperature=temperature, top_k=top_k, top_p=top_p,
-                                   stop=stops, seed=seed, on_unknown=on_unknown)
+                                   stop=stops, seed=seed, on_unknown=on_unknown,
+                                   replacement=replacement)
     with user_errors(bard_sdk.BardError):
         if stream and num_samples == 1:
             pieces = loaded.stream(prompt, n, **options)  # checks every argument first
@@ -262,7 +294,8 @@ def generate(
             typer.echo("")
             return
         if stream:
-            stream_samples(loaded.stream(prompts, n, **options), prompt, num_samples)
+            stream_samples(loaded.generator(prompts, max_new_chars=n, **options), prompt,
+                           loaded.vocab.chars)
             return
         texts = loaded.generate(prompts, n, **options)
     for index, text in enumerate(texts):
@@ -271,33 +304,88 @@ def generate(
         typer.echo(prompt + text)
 
 
-def stream_samples(pieces: Any, prompt: str, count: int) -> None:
-    """Several samples grow side by side: a live view on a terminal, plain text elsewhere."""
+def check_unknown_options(on_unknown: str, replacement: str | None) -> None:
+    if on_unknown not in ("error", "skip", "replace"):
+        fail(f"--on-unknown must be error, skip or replace, got {on_unknown!r}")
+    if on_unknown == "replace" and replacement is None:
+        fail("--on-unknown replace needs --replacement CHAR, a character of the model's "
+             "vocabulary")
+    if replacement is not None and on_unknown != "replace":
+        fail("--replacement applies with --on-unknown replace")
+
+
+def read_prompt(prompt: str, prompt_file: Path | None) -> str:
+    """The prompt from the command line, a file (--prompt-file) or standard input (-)."""
+    if prompt_file is not None:
+        if prompt:
+            fail("give the prompt as an argument or with --prompt-file, not both")
+        return read_text_file(prompt_file)
+    if prompt == STDIN:
+        return read_stdin_text()
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes in argv arrive as lone surrogates
+        fail("the prompt is not valid UTF-8 text")
+    return prompt
+
+
+def read_stdin_text() -> str:
+    try:
+        return sys.stdin.buffer.read().decode("utf-8")
+    except UnicodeDecodeError as err:
+        fail(f"standard input is not valid UTF-8 (byte offset {err.start})")
+
+
+def stream_samples(gen: Any, prompt: str, chars: list[str]) -> None:
+    """Several samples as they are made: side by side in a live view on a terminal; else
+    (a pipe, a file) one after another in the unstreamed format ("--- sample i ---", the
+    text), the first written as it is made and each later one as soon as the ones before it
+    are complete: what it made meanwhile at once, then as it is made."""
     from rich.console import Console, Group
     from rich.live import Live
     from rich.panel import Panel
 
-    texts = [prompt] * count
+    count = len(gen.active)
     console = Console()
     if console.is_terminal:
+        texts = [prompt] * count
+
         def view() -> Group:
             return Group(*(Panel(t, title=f"sample {i + 1}") for i, t in enumerate(texts)))
 
         with Live(view(), console=console, refresh_per_second=20) as live:
-            for row, piece in pieces:
-                texts[row] += piece
+            while not gen.done:
+                rows, ids = gen.step()
+                for row, i in zip(rows.tolist(), ids.tolist()):
+                    texts[row] += chars[i]
                 live.update(view())
         return
-    for row, piece in pieces:
-        texts[row] += piece
-    for index, text in enumerate(texts):
-        typer.echo(f"--- sample {index + 1} ---")
-        typer.echo(text)
+    out, current = sys.stdout, 0
+    held: list[list[str]] = [[] for _ in range(count)]
+    out.write(f"--- sample 1 ---\n{prompt}")
+    out.flush()
+    while current < count:
+        if gen.done and gen.finish_reason(current) is None:
+            break  # cannot happen: a generator that is done has ended every row
+        if not gen.done:
+            rows, ids = gen.step()
+            for row, i in zip(rows.tolist(), ids.tolist()):
+                if row == current:
+                    out.write(chars[i])
+                else:
+                    held[row].append(chars[i])
+        while current < count and gen.finish_reason(current) is not None:
+            out.write("\n")
+            current += 1
+            if current < count:
+                out.write(f"--- sample {current + 1} ---\n{prompt}{''.join(held[current])}")
+                held[current] = []
+        out.flush()
 
 
 @app.command("eval")
 def eval_command(
-    file: Annotated[Path, typer.Argument(help="UTF-8 text to score.")],
+    file: Annotated[Path, typer.Argument(help="UTF-8 text to score; - reads standard input.")],
     model: Annotated[Path | None, Opt(help="Artifact directory (default: bundled).")] = None,
     split: Annotated[str, Opt(help="all | val (the last --val-fraction) | train")] = "all",
     val_fraction: Annotated[float, Opt()] = 0.1,
@@ -306,23 +394,42 @@ def eval_command(
     on_unknown: Annotated[str, Opt(help="error | skip | replace")] = "error",
     replacement: Annotated[str | None, Opt(help="Character for --on-unknown replace.")] = None,
     json_out: Annotated[bool, Opt("--json", help="Print the result as JSON.")] = False,
+    progress: Annotated[bool | None, Opt(
+        "--progress/--no-progress",
+        help="A progress bar on stderr: characters per second, time left (default: when "
+             "stderr is a terminal).")] = None,
 ) -> None:
-    """Score a text: loss in nats per character and bits per character (works without PyTorch)."""
+    """Score a text: loss in nats per character and bits per character (works without
+    PyTorch). Any size: the text is read in pieces, never held whole; Ctrl-C stops it."""
     import json
 
     import bard_sdk
     from bard_sdk.display import printable
+    from bard_sdk.scoring import count_characters
 
-    text = read_text_file(file)
     if split not in ("all", "val", "train"):
         fail(f"--split must be all, val or train, got {split!r}")
     if not 0 < val_fraction < 1:
         fail(f"--val-fraction must be in (0, 1), got {val_fraction}")
-    cut = int(len(text) * (1 - val_fraction))
-    text = {"all": text, "val": text[cut:], "train": text[:cut]}[split]
-    loaded = load_model(model, device, variant)
-    with user_errors(bard_sdk.BardError):
-        score = loaded.score(text, on_unknown=on_unknown, replacement=replacement)  # type: ignore[arg-type]
+    check_unknown_options(on_unknown, replacement)
+    from_stdin = str(file) == STDIN
+    if from_stdin and split != "all":
+        fail("--split val and train need a file (standard input can be read only once)")
+    stream = sys.stdin.buffer if from_stdin else open_text_file(file)
+    show = sys.stderr.isatty() if progress is None else progress
+    total, done = None, [0]
+    with interruptible("nothing was scored", done), stream:
+        if not from_stdin and (split != "all" or show):
+            total = count_characters(stream)
+            stream.seek(0)
+        cut = 0 if total is None else int(total * (1 - val_fraction))
+        start, end = {"all": (0, None), "val": (cut, None), "train": (0, cut)}[split]
+        loaded = load_model(model, device, variant)
+        goal = None if total is None else (end if end is not None else total) - start
+        with user_errors(bard_sdk.BardError), progress_bar(show, goal, start, done) as report:
+            score = bard_sdk.score_stream(
+                loaded, stream, on_unknown=on_unknown,  # type: ignore[arg-type]
+                replacement=replacement, start=start, end=end, progress=report)
     # strict JSON: a text with no predictions (under 2 characters) has no loss, so null
     nats, bits = (x if math.isfinite(x) else None
                   for x in (score.nats_per_char, score.bits_per_char))
@@ -336,6 +443,70 @@ def eval_command(
     else:
         typer.echo(f"{printable(str(file))} ({split}, {score.characters:,} predictions): "
                    f"{nats:.4f} nats/char, {bits:.4f} bits/char")
+
+
+@contextmanager
+def interruptible(what: str, done: list[int]) -> Iterator[None]:
+    """Ctrl-C or SIGTERM during `what`: one line on stderr (how far it got, `done[0]`
+    characters), exit code 128 + the signal; never a traceback."""
+    import signal
+
+    received = [signal.SIGINT]
+
+    def on_signal(signum: int, _frame: object) -> None:
+        received[0] = signum
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_signal)
+    try:
+        yield
+    except KeyboardInterrupt:
+        fail(f"interrupted after {done[0]:,} characters; {what}", 128 + received[0])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def progress_bar(enabled: bool, total: int | None, first: int,
+                 done: list[int]) -> Iterator[Any]:
+    """A `report(characters read)` callback that keeps `done[0]` and draws a bar on stderr
+    (characters, characters per second, time left), or only keeps the count."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+    from rich.text import Text
+
+    class CharsPerSecond(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            return Text(f"{task.speed or 0:,.0f} chars/s")
+
+    bar = Progress(TextColumn("scoring"), BarColumn(), TextColumn("{task.completed:,} chars"),
+                   CharsPerSecond(), TimeRemainingColumn(),
+                   console=Console(stderr=True, force_terminal=enabled or None),
+                   disable=not enabled)
+    task = bar.add_task("scoring", total=total)
+
+    def report(position: int) -> None:
+        done[0] = max(position - first, 0)
+        bar.update(task, completed=min(done[0], total) if total is not None else done[0])
+
+    with bar:
+        yield report
+
+
+def open_text_file(path: Path) -> Any:
+    """A regular file opened for reading bytes; anything else is a one-line error (a FIFO
+    would block, a directory is not text)."""
+    try:
+        mode = path.stat().st_mode
+        if stat.S_ISDIR(mode):
+            fail(f"{path} is a directory, not a text file")
+        if not stat.S_ISREG(mode):
+            fail(f"{path} is not a regular file (a FIFO, socket or device?)")
+        return path.open("rb")
+    except FileNotFoundError:
+        fail(f"file not found: {path}")
+    except OSError as err:
+        fail(f"cannot read {path}: {err.strerror or err}")
 
 
 def read_text_file(path: Path) -> str:

@@ -30,14 +30,15 @@ from .errors import (
 from .manifest import FORMAT_VERSION, Manifest, read_manifest
 from .model import Model, Score
 from .processors import BanCharacters, RepetitionPenalty
+from .scoring import Scorer, score_stream
 from .session import Session
 
 __all__ = [
     "FORMAT_VERSION", "ArtifactError", "BanCharacters", "BardError", "Completion",
     "DeviceError", "Engine", "EngineClosed", "EngineOverloaded", "Generator",
     "InvalidArgumentError", "LogitsProcessor", "Manifest", "Model", "RepetitionPenalty",
-    "Request", "Score", "Session", "UnknownCharacterError", "bundled_model_path", "generate",
-    "load", "read_manifest",
+    "Request", "Score", "Scorer", "Session", "UnknownCharacterError", "bundled_model_path",
+    "generate", "load", "read_manifest", "score_stream",
 ]
 
 BUNDLED_MODEL = "shakespeare"

@@ -22,13 +22,17 @@ class ArtifactError(BardError, ValueError):
 class UnknownCharacterError(BardError, ValueError):
     """Text holds characters the model's vocabulary lacks (with on_unknown='error')."""
 
-    def __init__(self, unknown: list[tuple[int, str]], total: int) -> None:
+    def __init__(self, unknown: list[tuple[int, str]], total: int, *,
+                 more_may_follow: bool = False) -> None:
         shown = ", ".join(f"{ch!r} at {pos}" for pos, ch in unknown[:10])
         more = f" and {total - 10} more" if total > 10 else ""
-        super().__init__(
-            f"{total} character(s) not in the model's vocabulary: {shown}{more} "
-            "(pass on_unknown='skip' or 'replace')"
-        )
+        # `summary` names the characters; the hint after it is in the API's spelling (the
+        # CLI gives its own: --on-unknown skip). A text read piece by piece stops at the
+        # first piece that has any (more_may_follow).
+        self.summary = (f"characters not in the model's vocabulary, the first: {shown}"
+                        if more_may_follow else
+                        f"{total} character(s) not in the model's vocabulary: {shown}{more}")
+        super().__init__(f"{self.summary} (pass on_unknown='skip' or 'replace')")
         self.param = "prompt"  # the text that was encoded; a layer above may know better
         self.positions = [pos for pos, _ in unknown]
         self.characters = sorted({ch for _, ch in unknown})

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import overload
 
@@ -29,29 +27,11 @@ from .runtime import (
     first_line,
     make_runner,
 )
+from .scoring import Score, Scorer
 from .session import Session
 from .vocab import OnUnknown, Vocabulary
 
 __all__ = ["MAX_NEW_CHARS", "Model", "Score"]
-
-SCORE_CHUNK = 4096
-
-
-@dataclass(frozen=True)
-class Score:
-    """Log-likelihood of a text under the model, predicting each character from the ones
-    before it (the first character has no prediction)."""
-
-    total_nats: float
-    characters: int
-
-    @property
-    def nats_per_char(self) -> float:
-        return self.total_nats / self.characters if self.characters else math.nan
-
-    @property
-    def bits_per_char(self) -> float:
-        return self.nats_per_char / math.log(2)
 
 
 class Model:
@@ -101,7 +81,8 @@ class Model:
         shape and emit another; better to find out here than at generate time."""
         layers, hidden, vocab = (self.manifest.num_layers, self.manifest.hidden_size,
                                  len(self.vocab))
-        tokens = np.array([[self.prime_id] * 2, [self.prime_id, PADDING_ID]], dtype=np.int64)
+        first = self.prime_id if self.prime_id is not None else 0
+        tokens = np.array([[first] * 2, [first, PADDING_ID]], dtype=np.int64)
         try:
             logits, state = self.runner.step(tokens, self.runner.state(*self.zero_state(2)))
             h, c = state.to_numpy()
@@ -279,18 +260,11 @@ class Model:
 
     def score(self, text: str, *, on_unknown: OnUnknown = "error",
               replacement: str | None = None) -> Score:
-        """Total log-likelihood of `text` from the zero state, in one stream (state carried)."""
-        ids = self.encode(string(text, "text"), on_unknown, replacement)
-        state = self.runner.state(*self.zero_state(1))
-        total = 0.0
-        for start in range(0, len(ids) - 1, SCORE_CHUNK):
-            chunk = ids[start : start + SCORE_CHUNK + 1]
-            logits, state = self.runner.step(chunk[None, :-1], state)
-            z = logits[0].astype(np.float64)
-            z -= z.max(axis=1, keepdims=True)
-            log_probs = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-            total -= float(log_probs[np.arange(len(chunk) - 1), chunk[1:]].sum())
-        return Score(total, max(len(ids) - 1, 0))
+        """Total log-likelihood of `text` from the zero state, in one stream (state carried).
+        For a text too large to hold, `bard_sdk.score_stream` reads it from a file."""
+        scorer = Scorer(self)
+        scorer.feed(self.encode(string(text, "text"), on_unknown, replacement))
+        return scorer.score
 
     def session(self, prompt: str = "", *, on_unknown: OnUnknown = "error",
                 replacement: str | None = None) -> Session:

@@ -74,20 +74,113 @@ def uniforms(keys: np.ndarray, step: int) -> np.ndarray:
 
 def sample(logits: np.ndarray, params: SamplingParams, u: np.ndarray | None) -> np.ndarray:
     """Next ids [batch] from logits [batch, vocab]: greedy, or temperature / top-k / top-p
-    with one uniform per row (`u`, unused when greedy)."""
+    with one uniform per row (`u`, unused when greedy).
+
+    A row's weights are exp((logit - max) / temperature) in float32; the chosen id is the
+    first whose cumulative weight, in id order over the characters kept, passes u x the kept
+    weight, so a row's choice depends only on its own logits and uniform. Nothing sorts the
+    vocabulary: top-k partitions it (argpartition), top-p sorts only the largest weights
+    (as many as the nucleus needs), so their cost grows with the characters kept.
+    """
     if params.greedy or u is None:
         return logits.argmax(axis=1)
-    z = logits.astype(np.float64) / params.temperature
-    if params.top_k is not None and params.top_k < z.shape[1]:
-        kth = np.partition(z, -params.top_k, axis=1)[:, -params.top_k, None]
-        z = np.where(z < kth, -np.inf, z)
-    p = np.exp(z - z.max(axis=1, keepdims=True))
-    if params.top_p is not None and params.top_p < 1.0:
-        order = np.argsort(-p, axis=1, kind="stable")
-        sorted_p = np.take_along_axis(p, order, axis=1)
-        before = np.cumsum(sorted_p, axis=1) - sorted_p
-        drop = before > params.top_p * sorted_p.sum(axis=1, keepdims=True)
-        np.put_along_axis(p, order, np.where(drop, 0.0, sorted_p), axis=1)
-    cdf = np.cumsum(p, axis=1)
-    chosen = (cdf <= (u * cdf[:, -1])[:, None]).sum(axis=1)
-    return np.minimum(chosen, logits.shape[1] - 1)
+    z = np.ascontiguousarray(logits, dtype=np.float32)
+    vocab = z.shape[1]
+    top_k = params.top_k if params.top_k is not None and params.top_k < vocab else None
+    top_p = params.top_p if params.top_p is not None and params.top_p < 1.0 else None
+    scale = np.float32(1.0 / params.temperature)
+    fraction = u  # float64 in [0, 1): fraction x a float32 total stays below the total
+    if top_k is not None:
+        ids = np.argpartition(z, -top_k, axis=1)[:, -top_k:]
+        ids.sort(axis=1)  # id order: the choice does not depend on how the partition fell
+        values = np.take_along_axis(z, ids, axis=1)
+        weights = weights_of(values, values.max(axis=1, keepdims=True), scale)
+        if top_p is not None:
+            weights = keep_nucleus(weights, top_p)
+        return ids[np.arange(len(ids)), inverse_cdf(weights, fraction)]
+    if vocab <= 4 * BLOCK:  # small vocabularies: one pass of each kind is cheapest
+        weights = weights_of(z, z.max(axis=1, keepdims=True), scale)
+        if top_p is not None:
+            weights = keep_nucleus(weights, top_p)
+        return inverse_cdf(weights, fraction)
+    weights = scaled_logits(z, scale)
+    np.exp(weights, out=weights)
+    if top_p is not None:
+        weights = keep_nucleus(weights, top_p)
+    return blocked_choice(weights, vocab, fraction)
+
+
+BLOCK = 64  # characters per block of the two-level inverse CDF over a large vocabulary
+NUCLEUS_FIRST_GUESS = 256  # weights sorted to find a nucleus, then 4x as many, ...
+
+
+def weights_of(values: np.ndarray, top: np.ndarray, scale: np.float32) -> np.ndarray:
+    """exp((values - top) * scale) in float32, in a new array (-inf values weigh 0)."""
+    weights = np.subtract(values, top, dtype=np.float32)
+    weights *= scale
+    return np.exp(weights, out=weights)
+
+
+def scaled_logits(z: np.ndarray, scale: np.float32) -> np.ndarray:
+    """(z - row max) x scale, padded with -inf (weight 0) to a whole number of blocks."""
+    rows, vocab = z.shape
+    padded = np.full((rows, -(-vocab // BLOCK) * BLOCK), -np.inf, dtype=np.float32)
+    scaled = padded[:, :vocab]
+    np.subtract(z, z.max(axis=1, keepdims=True), out=scaled)
+    scaled *= scale
+    return padded
+
+
+def inverse_cdf(weights: np.ndarray, fraction: np.ndarray) -> np.ndarray:
+    """Per row, the first column whose cumulative weight exceeds fraction x the row's total:
+    never a column of weight 0 (the target stays below the total)."""
+    cdf = np.cumsum(weights, axis=1)
+    target = fraction * cdf[:, -1]
+    chosen = (cdf <= target[:, None]).sum(axis=1)
+    return np.minimum(chosen, weights.shape[1] - 1)
+
+
+def blocked_choice(padded: np.ndarray, vocab: int, fraction: np.ndarray) -> np.ndarray:
+    """`inverse_cdf` without a cumulative sum across the vocabulary: the weights (padded to
+    whole blocks with 0) are summed per block of BLOCK characters, the block is found on
+    those sums, then the character inside it."""
+    rows, width = padded.shape
+    blocks = width // BLOCK
+    grouped = padded.reshape(rows, blocks, BLOCK)
+    cumulative = np.cumsum(grouped.sum(axis=2), axis=1)
+    target = fraction * cumulative[:, -1]
+    block = np.minimum((cumulative <= target[:, None]).sum(axis=1), blocks - 1)
+    row = np.arange(rows)
+    before = np.where(block > 0, cumulative[row, block - 1], 0.0)
+    inside = grouped[row, block]
+    within = (np.cumsum(inside, axis=1) <= (target - before)[:, None]).sum(axis=1)
+    last_nonzero = BLOCK - 1 - (inside[:, ::-1] > 0).argmax(axis=1)  # rounding at its end
+    return np.minimum(block * BLOCK + np.minimum(within, last_nonzero), vocab - 1)
+
+
+def keep_nucleus(weights: np.ndarray, top_p: float) -> np.ndarray:
+    """The weights of the smallest set of largest ones whose mass passes top_p of the row's:
+    a character is kept when the mass of those above it is at most top_p x the total (ties
+    with the last one kept are kept); the others weigh 0 (in place).
+
+    Only the largest weights are sorted, as many as the nucleus needs: the first guess
+    (partitioned out, then sorted) holds the nucleus when its mass passes the limit; rows
+    whose nucleus is larger try four times as many, up to the whole row."""
+    rows, width = weights.shape
+    limit = top_p * weights.sum(axis=1)
+    smallest = np.zeros(rows, dtype=np.float32)
+    pending, guess = np.arange(rows), NUCLEUS_FIRST_GUESS
+    while len(pending):
+        if 2 * guess >= width:
+            guess = width
+        top = weights[pending] if guess == width else np.partition(
+            weights[pending], width - guess, axis=1)[:, width - guess :]
+        ordered = -np.sort(-top, axis=1)
+        mass = np.cumsum(ordered, axis=1)
+        found = (mass[:, -1] > limit[pending]) | (guess == width)
+        before = mass[found] - ordered[found]
+        kept = np.maximum((before <= limit[pending[found], None]).sum(axis=1), 1)
+        smallest[pending[found]] = ordered[found][np.arange(len(kept)), kept - 1]
+        pending, guess = pending[~found], 4 * guess
+    weights *= weights >= smallest[:, None]
+    return weights

@@ -29,7 +29,7 @@ class SessionModel(Protocol):
     manifest: Manifest
     vocab: Vocabulary
     runner: Runner
-    prime_id: int
+    prime_id: int | None
 
     def encode(self, text: str, on_unknown: OnUnknown = "error",
                replacement: str | None = None) -> np.ndarray: ...

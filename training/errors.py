@@ -16,3 +16,13 @@ class TrainingDiverged(RuntimeError):
                          + (f"; {advice}" if advice else ""))
         self.step = step
         self.what = what
+
+
+class StoppedBeforeStart(RuntimeError):
+    """SIGINT/SIGTERM arrived before the first training step: there was nothing to
+    checkpoint, so what a new run had written was removed (the --out can be reused)."""
+
+    def __init__(self, signum: int, advice: str = "") -> None:
+        super().__init__(f"stopped by signal {signum} before the first training step"
+                         + (f"; {advice}" if advice else ""))
+        self.signum = signum

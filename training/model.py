@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
+from .loss import nll_in_chunks
 
 State = tuple[torch.Tensor, torch.Tensor]
 
@@ -47,22 +48,30 @@ class CharLSTM(nn.Module):
 
     @overload
     def forward(self, tokens: torch.Tensor, state: State | None = None, *,
-                with_outputs: Literal[False] = False) -> tuple[torch.Tensor, State]: ...
+                with_outputs: Literal[False] = False, targets: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, State]: ...
 
     @overload
     def forward(self, tokens: torch.Tensor, state: State | None = None, *,
-                with_outputs: Literal[True]) -> tuple[torch.Tensor, State, Outputs]: ...
+                with_outputs: Literal[True], targets: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, State, Outputs]: ...
 
     def forward(self, tokens: torch.Tensor, state: State | None = None, *,
-                with_outputs: bool = False
+                with_outputs: bool = False, targets: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, State] | tuple[torch.Tensor, State, Outputs]:
         """Logits and the next state; `with_outputs` adds the last layer's outputs before and
-        after dropout (for AR and TAR: a keyword, so DistributedDataParallel passes it on)."""
+        after dropout (for AR and TAR: a keyword, so DistributedDataParallel passes it on).
+
+        With `targets` [batch, time] the first value is instead each position's negative
+        log-likelihood of its target (nats, float32 [batch, time]), computed in slices so the
+        logits of a large vocabulary never exist whole (see loss.py); inside forward, so
+        DistributedDataParallel sees the head used."""
         if state is None:
             state = self.zero_state(tokens.shape[0], tokens.device)
         outputs, (h, c) = self._run_lstm(self._embed(tokens), state)
         dropped = self.dropout(outputs)
-        logits = self.head(dropped)
+        logits = (self.head(dropped) if targets is None
+                  else nll_in_chunks(dropped, self.head, targets))
         if with_outputs:
             return logits, (h, c), Outputs(outputs, dropped)
         return logits, (h, c)

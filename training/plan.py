@@ -18,6 +18,7 @@ from bard_sdk.vocab import Vocabulary
 from .checkpoint import Checkpoint, ResumeState, find_checkpoint, load_checkpoint, resume_state
 from .config import ModelConfig, TrainConfig, build_configs
 from .corpus import CorpusSource, TokenFile, prepare_tokens, scan_corpus, write_tokens
+from .corpus_stamp import check_corpus_unchanged, write_stamp
 from .data import split_point
 from .errors import UsageError
 from .records import Fields
@@ -101,6 +102,7 @@ def plan_new_run(request: RunRequest, note: Note) -> Plan:
     schedule = Schedule.from_config(train_config)
     try:
         tokens = write_tokens(request.out, source, scan.vocabulary, scan.sha256, note)
+        write_stamp(request.out, request.data)
         write_run_file(request.out, RunFile(corpus, model_config, train_config, schedule, []))
     except OSError as err:
         raise UsageError(f"cannot write the run directory {request.out}: {err}") from None
@@ -119,6 +121,7 @@ def plan_resume(request: RunRequest, note: Note) -> tuple[Plan, Checkpoint, Resu
     vocab = Vocabulary(checkpoint.vocab)
     corpus_path = request.data or (Path(run.corpus.path) if run.corpus.path else None)
     train_config, schedule, changes = resume_changes(checkpoint, state.schedule, request)
+    check_corpus_unchanged(run_dir, corpus_path, run.corpus.sha256)
     try:
         tokens = prepare_tokens(run_dir, CorpusSource(corpus_path), run.corpus.sha256, vocab,
                                 note, check_source=request.data is not None)

@@ -36,9 +36,10 @@ from .checkpoint import (
 )
 from .config import TrainConfig
 from .corpus import TOKENS_RECORD
+from .corpus_stamp import STAMP_FILE
 from .data import Splits, eval_spans, sample_batch
 from .distributed import DistContext, init_distributed, shutdown_distributed
-from .errors import TrainingDiverged, UsageError
+from .errors import StoppedBeforeStart, TrainingDiverged, UsageError
 from .evaluate import bits_per_char, stream_nll
 from .loss import training_loss
 from .model import CharLSTM, count_parameters
@@ -108,16 +109,31 @@ def train(request: RunRequest) -> TrainResult:
     if dist.enabled and device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
     try:
-        plan, checkpoint, resume = make_plan(request, dist, device)
-        try:
-            result = _train_loop(request, device, dist, plan, checkpoint, resume)
-        except TrainingDiverged as err:
-            raise TrainingDiverged(err.step, err.what,
-                                   divergence_advice(run_dir, plan, created, dist)) from None
+        with stop_on_signals() as flag:
+            try:
+                plan, checkpoint, resume = make_plan(request, dist, device)
+                result = _train_loop(request, device, dist, plan, checkpoint, resume, flag)
+            except StoppedBeforeStart as err:
+                raise StoppedBeforeStart(err.signum, stop_advice(request, created,
+                                                                 dist)) from None
+            except TrainingDiverged as err:
+                raise TrainingDiverged(err.step, err.what,
+                                       divergence_advice(run_dir, plan, created, dist)) from None
         dist.barrier()  # rank 0 may still be writing; leave together so Gloo tears down cleanly
         return result
     finally:
         shutdown_distributed(dist)
+
+
+def stop_advice(request: RunRequest, created: bool, dist: DistContext) -> str:
+    """A stop before the first step: a resumed run is as it was; a new one is removed (the
+    same rule as a divergence before any checkpoint), so the same command starts it again."""
+    if request.resume:
+        return f"the run is as it was: bard train --resume {request.out}"
+    if dist.is_main:
+        remove_unfinished_run(request.out, created)
+    return (f"nothing to resume, so what it had written in {request.out} was removed; the "
+            "same command starts it again")
 
 
 def make_plan(request: RunRequest, dist: DistContext, device: torch.device
@@ -177,7 +193,7 @@ def divergence_advice(run_dir: Path, plan: Plan, created: bool, dist: DistContex
 
 def remove_unfinished_run(run_dir: Path, created: bool) -> None:
     """Remove what this run wrote before its first checkpoint, and nothing else."""
-    for name in (RUN_FILE, METRICS_FILE, TOKENS_RECORD, "loss_curve.png"):
+    for name in (RUN_FILE, METRICS_FILE, TOKENS_RECORD, STAMP_FILE, "loss_curve.png"):
         (run_dir / name).unlink(missing_ok=True)
     for path in run_dir.glob("corpus.uint*.bin"):
         path.unlink(missing_ok=True)
@@ -189,8 +205,9 @@ def remove_unfinished_run(run_dir: Path, created: bool) -> None:
 
 
 def _train_loop(request: RunRequest, device: torch.device, dist: DistContext, plan: Plan,
-                checkpoint: Checkpoint | None, resume: ResumeState | None) -> TrainResult:
-    return Trainer(request, device, dist, plan, checkpoint, resume).run()
+                checkpoint: Checkpoint | None, resume: ResumeState | None,
+                flag: dict[str, int]) -> TrainResult:
+    return Trainer(request, device, dist, plan, checkpoint, resume, flag).run()
 
 
 class Trainer:
@@ -198,7 +215,8 @@ class Trainer:
     `checkpoint`, `run`. Built from the plan and, when resuming, the checkpoint's state."""
 
     def __init__(self, request: RunRequest, device: torch.device, dist: DistContext,
-                 plan: Plan, checkpoint: Checkpoint | None, resume: ResumeState | None) -> None:
+                 plan: Plan, checkpoint: Checkpoint | None, resume: ResumeState | None,
+                 flag: dict[str, int]) -> None:
         self.request, self.device, self.dist, self.plan = request, device, dist, plan
         self.run_dir = request.out
         self.cfg, self.schedule = plan.train_config, plan.schedule
@@ -224,7 +242,7 @@ class Trainer:
         self.chars_per_step = cfg.batch_size * cfg.seq_len * dist.world_size
         self.parameters = count_parameters(self.model)
         self.stop_signal = 0
-        self.flag: dict[str, int] = {"signal": 0}  # stop_on_signals' flag, once installed
+        self.flag = flag  # stop_on_signals' flag, installed by train() before planning
         self.progress = TrainProgress(enabled=request.show_progress and dist.is_main,
                                       total=cfg.max_steps, start=self.step)
         self.window_loss = torch.zeros((), device=device)
@@ -356,8 +374,8 @@ class Trainer:
                                        self.generator)
         inputs, targets = inputs.to(device), targets.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
-            logits, _, outputs = self.trained(inputs, with_outputs=True)
-        objective, loss = training_loss(logits, targets, outputs, cfg)
+            nll, _, outputs = self.trained(inputs, with_outputs=True, targets=targets)
+        objective, loss = training_loss(nll, outputs, cfg)
         self.optimizer.zero_grad(set_to_none=True)
         objective.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
@@ -402,8 +420,8 @@ class Trainer:
         stopped = ""
         self.trained.train()
         self.window_start = time.perf_counter()
-        with stop_on_signals() as flag, self.progress:
-            self.flag = flag
+        self.flag["started"] = 1  # from here a signal is a flag, answered with a checkpoint
+        with self.progress:
             self.announce()
             while not stopped:
                 if self.pending_eval:
