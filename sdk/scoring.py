@@ -11,15 +11,26 @@ import codecs
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO, Protocol
 
 import numpy as np
 
 from .errors import InvalidArgumentError, UnknownCharacterError
-from .vocab import OnUnknown
+from .runtime import Runner
+from .vocab import OnUnknown, Vocabulary
 
-if TYPE_CHECKING:
-    from .model import Model
+
+class ScoringModel(Protocol):
+    """What scoring needs of a `bard_sdk.Model` (a Protocol: no import of model.py, which
+    imports this module)."""
+
+    runner: Runner
+    vocab: Vocabulary
+
+    def zero_state(self, rows: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def encode(self, text: str, on_unknown: OnUnknown = "error",
+               replacement: str | None = None) -> np.ndarray: ...
 
 SCORE_CHUNK = 4096  # characters per graph call, at most
 CHUNK_LOGITS = 1 << 22  # and at most this many logits (16 MB) per call, for large alphabets
@@ -47,7 +58,7 @@ class Scorer:
     """A running log-likelihood from the zero state: feed ids piece by piece, read `score`.
     Feeding a text whole or in any pieces gives the same total (to float rounding)."""
 
-    def __init__(self, model: Model) -> None:
+    def __init__(self, model: ScoringModel) -> None:
         self._runner = model.runner
         self._state = self._runner.state(*model.zero_state(1))
         self._chunk = max(1, min(SCORE_CHUNK, CHUNK_LOGITS // len(model.vocab)))
@@ -83,7 +94,7 @@ def count_characters(stream: BinaryIO) -> int:
     return count
 
 
-def score_stream(model: Model, stream: BinaryIO, *, on_unknown: OnUnknown = "error",
+def score_stream(model: ScoringModel, stream: BinaryIO, *, on_unknown: OnUnknown = "error",
                  replacement: str | None = None, start: int = 0, end: int | None = None,
                  progress: Callable[[int], None] | None = None) -> Score:
     """The score of characters [start, end) of UTF-8 `stream` (end None: to its end), read
@@ -113,7 +124,7 @@ def score_stream(model: Model, stream: BinaryIO, *, on_unknown: OnUnknown = "err
             return scorer.score
 
 
-def encode_piece(model: Model, text: str, offset: int, on_unknown: OnUnknown,
+def encode_piece(model: ScoringModel, text: str, offset: int, on_unknown: OnUnknown,
                  replacement: str | None) -> np.ndarray:
     try:
         return model.encode(text, on_unknown, replacement)

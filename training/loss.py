@@ -14,7 +14,7 @@ validation loss is always the plain cross-entropy.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -23,8 +23,12 @@ from torch.utils.checkpoint import checkpoint
 
 from .config import TrainConfig
 
-if TYPE_CHECKING:
-    from .model import Outputs
+
+class Outputs(NamedTuple):
+    """The last LSTM layer's outputs, which AR/TAR regularise (CharLSTM returns them)."""
+
+    raw: torch.Tensor  # [batch, time, hidden]: the last LSTM layer's outputs
+    dropped: torch.Tensor  # the same after output dropout (what the head sees)
 
 # Logit values per slice: 4M floats (16 MB), far above batch x time x vocab of a 65-character
 # model, whose loss is therefore one plain call, as before chunking existed.

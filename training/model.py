@@ -8,21 +8,16 @@ of whole characters' embeddings (both from Merity et al., 2017).
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple, overload
+from typing import Literal, overload
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
-from .loss import nll_in_chunks
+from .loss import Outputs, nll_in_chunks
 
 State = tuple[torch.Tensor, torch.Tensor]
-
-
-class Outputs(NamedTuple):
-    raw: torch.Tensor  # [batch, time, hidden]: the last LSTM layer's outputs
-    dropped: torch.Tensor  # the same after output dropout (what the head sees)
 
 
 class CharLSTM(nn.Module):
