@@ -62,8 +62,15 @@ Opt = typer.Option
 def train(
     out: Annotated[Path | None, Opt(help="Run directory to create.")] = None,
     resume: Annotated[Path | None, Opt(help="Continue the run in this directory.")] = None,
-    data: Annotated[Path | None, Opt(help="UTF-8 text (default: bundled Shakespeare).")] = None,
-    preset: Annotated[str, Opt(help="tiny | shakespeare")] = "tiny",
+    data: Annotated[list[Path] | None, Opt(
+        help="UTF-8 text file, or a folder of *.txt files (recursively, sorted by path); "
+             "repeat to join several, in order (default: bundled Shakespeare).")] = None,
+    init_from: Annotated[str | None, Opt(
+        help="Fine-tune: start from this artifact directory, run directory or bundled model "
+             "name (shakespeare); its architecture, its vocabulary plus the new text's "
+             "characters.")] = None,
+    preset: Annotated[str | None, Opt(
+        help="tiny | shakespeare | finetune (default: tiny; finetune with --init-from)")] = None,
     device: Annotated[str, Opt(help="auto | cpu | cuda")] = "auto",
     threads: Annotated[int | None, Opt(help="CPU threads for PyTorch.")] = None,
     nproc: Annotated[int | None, Opt(help="Run under torchrun with N local processes.")] = None,
@@ -86,12 +93,19 @@ def train(
 
     if (out is None) == (resume is None):
         fail("give exactly one of --out RUN_DIR (a new run) or --resume RUN_DIR")
-    request = RunRequest(out=resume or out, data=data, preset=preset,  # type: ignore[arg-type]
+    request = RunRequest(out=resume or out, data=data or None, preset=preset,  # type: ignore[arg-type]
                          overrides=dict(settings), device=device, threads=threads,
                          resume=resume is not None, show_progress=not quiet, extend=extend,
                          override=override)
     try:
         with user_errors(UsageError):
+            if init_from is not None:
+                from bard.export.reimport import load_parent
+
+                if resume is not None:
+                    fail("--init-from starts a new run; a resumed run continues from its own "
+                         "checkpoint (drop --init-from)")
+                request.init_from = load_parent(init_from)
             result = run_training(request)
     except TrainingDiverged as err:
         fail(str(err), EXIT_DIVERGED)

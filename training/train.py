@@ -40,6 +40,7 @@ from .data import Splits, eval_spans, sample_batch
 from .distributed import DistContext, init_distributed, shutdown_distributed
 from .errors import TrainingDiverged, UsageError
 from .evaluate import bits_per_char, stream_nll
+from .finetune import initial_weights
 from .loss import training_loss
 from .model import CharLSTM, count_parameters
 from .plan import Plan, RunRequest, plan_new_run, plan_resume
@@ -62,7 +63,7 @@ class TrainResult:
     step: int
     best_val_loss: float  # on the evaluation subset, as compared during training
     last_val_loss: float
-    stopped: str  # "finished" | "early-stop" | "signal"
+    stopped: str  # "finished" | "early-stop" | "time-limit" | "signal"
     parameters: int
     signal: int = 0
     whole_val_loss: float | None = None  # the best checkpoint on the whole validation split
@@ -100,6 +101,9 @@ def train(request: RunRequest) -> TrainResult:
     if (request.extend or request.override) and not request.resume:
         raise UsageError("--extend and --override change a run being resumed: use them "
                          "with --resume")
+    if request.init_from is not None and request.resume:
+        raise UsageError("--init-from starts a new run; a resumed run continues from its own "
+                         "checkpoint (drop --init-from)")
     run_dir = request.out
     created = not run_dir.exists()
     if not request.resume:
@@ -194,7 +198,10 @@ def _train_loop(request: RunRequest, device: torch.device, dist: DistContext, pl
     cfg, schedule = plan.train_config, plan.schedule
     torch.manual_seed(cfg.seed + dist.rank)
     generator = torch.Generator().manual_seed(cfg.seed + dist.rank)
-    model = CharLSTM(plan.model_config).to(device)
+    model = CharLSTM(plan.model_config)
+    if checkpoint is None and request.init_from is not None:
+        model.load_state_dict(initial_weights(request.init_from, plan.model_config))
+    model = model.to(device)
     optimizer = make_optimizer(model, cfg)
     step, best_val, evals_since_best, last_val, pending_eval = 0, math.inf, 0, math.inf, False
     metrics: list[dict[str, Any]] = []
@@ -261,7 +268,8 @@ def _train_loop(request: RunRequest, device: torch.device, dist: DistContext, pl
                  "evals_since_best": evals_since_best, "rng": rng,
                  "world_size": dist.world_size, "parameters": parameters,
                  "schedule": dataclasses.asdict(schedule), "pending_eval": pending_eval,
-                 "eval_chars": subset_chars}
+                 "eval_chars": subset_chars,
+                 **({} if plan.lineage is None else {"lineage": plan.lineage.to_json()})}
         save_checkpoint(run_dir, model, optimizer, state, pointers=pointers,
                         averaged=average.model if average is not None else None)
         write_metrics(run_dir, metrics)
@@ -270,6 +278,8 @@ def _train_loop(request: RunRequest, device: torch.device, dist: DistContext, pl
     progress = TrainProgress(enabled=request.show_progress and dist.is_main,
                              total=cfg.max_steps, start=step)
     stopped = ""
+    deadline = None if cfg.max_minutes is None else time.monotonic() + 60 * cfg.max_minutes
+    out_of_time = False
     trained.train()
     window_loss = torch.zeros((), device=device)
     window_start, window_steps = time.perf_counter(), 0
@@ -313,6 +323,9 @@ def _train_loop(request: RunRequest, device: torch.device, dist: DistContext, pl
                 if cfg.patience is not None and evals_since_best >= cfg.patience:
                     stopped = "early-stop"
                     progress.note(f"early stop: no improvement in {cfg.patience} evaluations")
+                elif out_of_time:
+                    stopped = "time-limit"
+                    progress.note(f"time limit: {cfg.max_minutes:g} minutes have passed")
                 continue
             if step >= cfg.max_steps:
                 stopped = "finished"
@@ -352,6 +365,10 @@ def _train_loop(request: RunRequest, device: torch.device, dist: DistContext, pl
                 window_loss.zero_()
                 window_start, window_steps = time.perf_counter(), 0
             pending_eval = step % cfg.eval_interval == 0 or step == cfg.max_steps
+            if deadline is not None:  # a collective: every rank stops at the same step
+                late = torch.tensor([float(time.monotonic() >= deadline)], device=device)
+                out_of_time = bool(dist.max_(late).item())
+                pending_eval = pending_eval or out_of_time
             if signum:
                 stopped, stop_signal[0] = "signal", int(signum)
                 progress.note(f"signal {int(signum)} at step {step}: saving a checkpoint")
