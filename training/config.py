@@ -174,12 +174,12 @@ PRESETS: dict[str, Preset] = {
                    eval_interval=200, precision="bf16"),
     ),
     # `--init-from`'s default: the architecture and the regularisation come from the source
-    # model; a quarter of its peak rate, a short cosine, early stopping on the new text's
+    # model; half the shipped model's peak rate, a short cosine, early stopping on the new text's
     # validation split. BENCHMARKS.md "Fine-tuning" has the measurements behind it.
     "finetune": Preset(
         train=dict(batch_size=32, seq_len=128, max_steps=600, warmup_steps=20,
-                   learning_rate=5e-4, min_learning_rate=5e-5, weight_decay=0.1,
-                   eval_interval=50, patience=4),
+                   learning_rate=1e-3, min_learning_rate=1e-4, weight_decay=0.1,
+                   eval_interval=25, patience=4),
     ),
 }
 ARCHITECTURE = ("embedding_dim", "hidden_size", "num_layers")

@@ -6,8 +6,9 @@ A new character's embedding is the mean of the old ones (a neutral input: it onl
 the new text feeds that character). Its output row starts with zero weights and a bias so low
 that, for every hidden state the LSTM can produce, it takes at most e**-MARGIN of the
 probability: the predictions for the old characters are those of the source model, to float
-precision, at step 0. Learning then moves the row's weights (AdamW moves each by about the
-learning rate per step, a logit change of hundreds of them at once), not the bias alone.
+precision, at step 0 (on the new text; see `new_character_bias`). Learning then moves the
+row's weights (AdamW moves each by about the learning rate per step, hundreds of them at once),
+not the bias alone.
 
 A source is a run directory (read here) or an artifact (read by export/, the only room that
 knows ONNX: see export/reimport.py); both arrive as a `Parent`.
@@ -19,6 +20,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from bard_sdk.vocab import Vocabulary
 
@@ -26,9 +28,11 @@ from .checkpoint import find_checkpoint, load_checkpoint
 from .config import ModelConfig
 from .errors import UsageError
 from .lineage import Lineage
+from .model import CharLSTM
 from .records import Fields
 
 MARGIN = 20.0  # nats: a new character's share of the probability at step 0 is below e**-20
+SAMPLE_CHARS = 16_384  # of the new text's training split, read once to place the new bias
 
 
 @dataclass(frozen=True)
@@ -52,25 +56,44 @@ def extend_vocabulary(parent: tuple[str, ...], corpus: Vocabulary) -> tuple[Voca
     return Vocabulary([*parent, *added]), added
 
 
-def lineage_of(parent: Parent, added: list[str]) -> Lineage:
+def lineage_of(parent: Parent, added: list[str], new_bias: float | None) -> Lineage:
     return Lineage(parent.name, parent.kind, parent.sha256, parent.location,
-                   parent.model_config.vocab_size, added)
+                   parent.model_config.vocab_size, added, new_bias)
 
 
-def new_character_bias(weight: torch.Tensor, bias: torch.Tensor) -> float:
-    """A bias for new output rows (zero weights) that is at least MARGIN below the log-sum-exp
-    of the old logits for every hidden state h in [-1, 1]^H (the range of an LSTM's output).
+def new_character_bias(parent: Parent, config: ModelConfig, sample: np.ndarray) -> float:
+    """The bias for new output rows (zero weights): MARGIN nats below the log-sum-exp of the
+    old logits at every position of `sample` (ids of the new text, read by the parent with
+    new characters embedded as the mean), and never below the bound that holds for every
+    hidden state in [-1, 1]^H (the range of an LSTM's output), from two lower bounds of
+    logsumexp(W h + b): one row's worst case, b_j - |W_j|_1, and (Jensen) log V + mean(b) -
+    |mean of W's rows|_1. The bound alone is loose (about -39 for the shipped model, where
+    the text's own floor is about -16), and a lower bias takes longer to learn from."""
+    head_w = parent.weights["head.weight"].double()
+    head_b = parent.weights["head.bias"].double()
+    worst_row = float((head_b - head_w.abs().sum(dim=1)).max())
+    jensen = math.log(len(head_b)) + float(head_b.mean()) - float(head_w.mean(dim=0).abs().sum())
+    bound = max(worst_row, jensen) - MARGIN
+    if len(sample) < 2:
+        return bound
+    model = CharLSTM(config)
+    model.load_state_dict(grown(parent, config, bound))
+    model.eval()
+    with torch.inference_mode():
+        logits, _ = model(torch.from_numpy(sample.astype(np.int64))[None, :])
+    old = logits[0, :, : parent.model_config.vocab_size].double()
+    return max(bound, float(torch.logsumexp(old, dim=-1).min()) - MARGIN)
 
-    Two lower bounds of logsumexp(W h + b) hold for every such h: any one row's worst case,
-    b_j - |W_j|_1, and (Jensen) log V + mean(b) - |mean of the rows of W|_1; the larger wins."""
-    weight, bias = weight.double(), bias.double()
-    worst_row = float((bias - weight.abs().sum(dim=1)).max())
-    jensen = math.log(len(bias)) + float(bias.mean()) - float(weight.mean(dim=0).abs().sum())
-    return max(worst_row, jensen) - MARGIN
 
-
-def initial_weights(parent: Parent, config: ModelConfig) -> dict[str, torch.Tensor]:
+def initial_weights(parent: Parent, config: ModelConfig,
+                    new_bias: float | None) -> dict[str, torch.Tensor]:
     """The parent's weights grown to `config.vocab_size` rows (see the module docstring)."""
+    if config.vocab_size > parent.model_config.vocab_size and new_bias is None:
+        raise RuntimeError("new vocabulary rows need a bias (new_character_bias)")
+    return grown(parent, config, new_bias or 0.0)
+
+
+def grown(parent: Parent, config: ModelConfig, new_bias: float) -> dict[str, torch.Tensor]:
     weights = {k: v.detach().float().clone() for k, v in parent.weights.items()}
     extra = config.vocab_size - parent.model_config.vocab_size
     if extra < 0:
@@ -79,11 +102,10 @@ def initial_weights(parent: Parent, config: ModelConfig) -> dict[str, torch.Tens
         return weights
     embedding = weights["embedding.weight"]
     head_w, head_b = weights["head.weight"], weights["head.bias"]
-    floor = new_character_bias(head_w, head_b)
     weights["embedding.weight"] = torch.cat(
         [embedding, embedding.mean(dim=0, keepdim=True).expand(extra, -1)])
     weights["head.weight"] = torch.cat([head_w, head_w.new_zeros(extra, head_w.shape[1])])
-    weights["head.bias"] = torch.cat([head_b, head_b.new_full((extra,), floor)])
+    weights["head.bias"] = torch.cat([head_b, head_b.new_full((extra,), new_bias)])
     return weights
 
 

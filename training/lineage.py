@@ -21,6 +21,7 @@ class Lineage:
     location: str
     vocab_size: int  # the parent's; ids below it are the parent's characters
     added_characters: list[str]
+    new_row_bias: float | None = None  # where the added characters' output biases started
 
     def validate(self) -> None:
         if self.kind not in ("artifact", "run"):
@@ -41,5 +42,8 @@ class Lineage:
         added = ("no characters added" if not self.added_characters else
                  f"{len(self.added_characters)} character(s) added: "
                  + " ".join(repr(c) for c in self.added_characters))
+        start = ("" if self.new_row_bias is None else
+                 f" (their output bias starts at {self.new_row_bias:.2f}: the old characters' "
+                 "predictions are the parent's at step 0)")
         return (f"fine-tuning from {self.name} ({self.kind} {self.location}, weights sha256 "
-                f"{self.sha256[:16]}…): {added}")
+                f"{self.sha256[:16]}…): {added}{start}")

@@ -27,7 +27,13 @@ from .corpus import (
 )
 from .data import split_point
 from .errors import UsageError
-from .finetune import Parent, extend_vocabulary, lineage_of
+from .finetune import (
+    SAMPLE_CHARS,
+    Parent,
+    extend_vocabulary,
+    lineage_of,
+    new_character_bias,
+)
 from .lineage import Lineage
 from .records import Fields
 from .rundir import (
@@ -104,10 +110,9 @@ def plan_new_run(request: RunRequest, note: Note) -> Plan:
     the parent's and the vocabulary the parent's plus the corpus's new characters."""
     source = CorpusSource(request.data)
     scan = scan_corpus(source)
-    parent, vocab, lineage = request.init_from, scan.vocabulary, None
+    parent, vocab, added = request.init_from, scan.vocabulary, []
     if parent is not None:
         vocab, added = extend_vocabulary(parent.vocab, scan.vocabulary)
-        lineage = lineage_of(parent, added)
     preset = request.preset or ("finetune" if parent is not None else "tiny")
     model_config, train_config = build_configs(
         preset, len(vocab), request.overrides,
@@ -121,9 +126,14 @@ def plan_new_run(request: RunRequest, note: Note) -> Plan:
                           documents=len(scan.documents))
     schedule = Schedule.from_config(train_config)
     notes = [describe_split(scan, train_config.val_fraction, cut)]
-    notes += [] if lineage is None else [lineage.describe()]
     try:
         tokens = write_tokens(request.out, source, vocab, scan.sha256, note)
+        lineage = None
+        if parent is not None:
+            new_bias = None if not added else new_character_bias(
+                parent, model_config, tokens.open()[: min(cut, SAMPLE_CHARS)])
+            lineage = lineage_of(parent, added, new_bias)
+            notes.append(lineage.describe())
         write_run_file(request.out, RunFile(corpus, model_config, train_config, schedule, [],
                                             lineage))
     except OSError as err:

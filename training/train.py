@@ -200,7 +200,8 @@ def _train_loop(request: RunRequest, device: torch.device, dist: DistContext, pl
     generator = torch.Generator().manual_seed(cfg.seed + dist.rank)
     model = CharLSTM(plan.model_config)
     if checkpoint is None and request.init_from is not None:
-        model.load_state_dict(initial_weights(request.init_from, plan.model_config))
+        bias = None if plan.lineage is None else plan.lineage.new_row_bias
+        model.load_state_dict(initial_weights(request.init_from, plan.model_config, bias))
     model = model.to(device)
     optimizer = make_optimizer(model, cfg)
     step, best_val, evals_since_best, last_val, pending_eval = 0, math.inf, 0, math.inf, False

@@ -1,0 +1,108 @@
+"""Artifact -> torch (for fine-tuning): the rebuilt model passes the parity gate against the
+artifact; a fine-tuned run exports its lineage and generates the characters it added."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import bard_sdk
+import jsonschema
+import onnx
+import pytest
+import torch
+from bard.export.export import ExportRequest, export_run
+from bard.export.parity import check_parity
+from bard.export.reimport import ArchitectureError, load_parent
+from bard.training.checkpoint import find_checkpoint, load_checkpoint
+from bard.training.model import CharLSTM
+from bard.training.train import RunRequest, train
+from onnx import helper
+
+from tests.sdk.hostile import rehash
+
+
+def rebuilt(parent_dir: Path | str) -> tuple[CharLSTM, object]:
+    parent = load_parent(str(parent_dir))
+    model = CharLSTM(parent.model_config)
+    model.load_state_dict(parent.weights)
+    return model.eval(), parent
+
+
+def test_tiny_artifact_round_trips_to_the_runs_weights(tiny_artifact: Path,
+                                                        tiny_run: Path) -> None:
+    model, parent = rebuilt(tiny_artifact)
+    report = check_parity(model, bard_sdk.load(tiny_artifact, device="cpu"), "ROMEO:")
+    assert report.greedy_chars == 200
+    trained = load_checkpoint(find_checkpoint(tiny_run, "best")).weights
+    for name, tensor in model.state_dict().items():  # gate order undone exactly
+        assert torch.equal(tensor, trained[name]), name
+    manifest = json.loads((tiny_artifact / "manifest.json").read_text())
+    assert parent.kind == "artifact" and parent.sha256 == manifest["files"]["fp32"]["sha256"]
+
+
+def test_shipped_model_round_trips_within_the_parity_gate() -> None:
+    model, parent = rebuilt("shakespeare")
+    assert parent.name == "shakespeare" and parent.model_config.hidden_size == 512
+    assert parent.model_config.weight_drop == 0.4, "regularisation read from the provenance"
+    check_parity(model, bard_sdk.load(device="cpu"), "ROMEO:")  # raises ParityError if not
+
+
+def with_lstm_clip(artifact: Path) -> None:
+    """A valid ONNX LSTM that is not one bard exports (a cell clip), rehashed."""
+    graph = onnx.load(str(artifact / "model.onnx"))
+    lstm = next(n for n in graph.graph.node if n.op_type == "LSTM")
+    lstm.attribute.append(helper.make_attribute("clip", 3.0))
+    onnx.save(graph, str(artifact / "model.onnx"))
+    rehash(artifact)
+
+
+def test_an_architecture_bard_cannot_rebuild_is_refused(artifact_copy: Path) -> None:
+    with_lstm_clip(artifact_copy)
+    bard_sdk.load(artifact_copy, device="cpu")  # still a loadable artifact
+    with pytest.raises(ArchitectureError, match="LSTM layer 0 sets clip"):
+        load_parent(str(artifact_copy))
+
+
+def test_fine_tune_export_generate_new_characters(tiny_artifact: Path, tmp_path: Path) -> None:
+    text = "«le café à Noël», dit-il. «Où ça?» «Là-bas!»\n" * 150
+    corpus = tmp_path / "mine.txt"
+    corpus.write_text(text, encoding="utf-8")
+    parent = load_parent(str(tiny_artifact))
+    added = sorted(set(text) - set(parent.vocab))
+    assert {"«", "»", "é", "à"} <= set(added)
+    run = tmp_path / "run"
+    train(RunRequest(out=run, data=corpus, init_from=parent, device="cpu", show_progress=False,
+                     overrides=dict(batch_size=16, seq_len=48, max_steps=150, warmup_steps=5,
+                                    learning_rate=1e-2, min_learning_rate=1e-3,
+                                    eval_interval=50, val_streams=2, patience=None)))
+    out = tmp_path / "artifact"
+    export_run(ExportRequest(run_dir=run, out=out))
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    schema = json.loads((Path(bard_sdk.__file__).parent / "manifest.schema.json").read_text())
+    jsonschema.validate(manifest, schema)
+    assert manifest["vocabulary"] == [*parent.vocab, *added]
+    lineage = bard_sdk.read_manifest(out).parent
+    assert lineage is not None and lineage.name == "tiny" and lineage.kind == "artifact"
+    assert lineage.sha256 == parent.sha256 and list(lineage.added_characters) == added
+    card = (out / "README.md").read_text()
+    assert "## Lineage" in card and parent.sha256 in card and "`«`" in card
+
+    model = bard_sdk.load(out, device="cpu")
+    produced = model.generate("«le ", 300, temperature=0)
+    assert {"«", "»", "é", "à"} <= set(produced), produced
+    assert model.score(text[:2000]).nats_per_char < 0.5
+
+
+def test_damaged_lineage_in_a_manifest_is_refused(tiny_artifact: Path, tmp_path: Path) -> None:
+    artifact = tmp_path / "a"
+    shutil.copytree(tiny_artifact, artifact)
+    path = artifact / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["provenance"]["parent"] = {"name": "x", "kind": "run", "sha256": "0" * 64,
+                                        "vocab_size": 60, "added_characters": ["a"]}
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(bard_sdk.ArtifactError, match=r"provenance\.parent does not match"):
+        bard_sdk.read_manifest(artifact)
