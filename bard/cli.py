@@ -168,7 +168,8 @@ def export_command(
     checkpoint: Annotated[str, Opt(help="best | last")] = "best",
     quantize: Annotated[str | None, Opt(help="Also write an int8 model: --quantize int8")] = None,
     force: Annotated[bool, Opt(help="Replace an existing output directory.")] = False,
-    data: Annotated[Path | None, Opt(help="The run's corpus, if it has moved.")] = None,
+    data: Annotated[list[Path] | None, Opt(
+        help="The run's corpus (each --data it was trained with), if it has moved.")] = None,
     name: Annotated[str | None, Opt(help="Model name (default: output directory name).")] = None,
     heldout: Annotated[list[Path] | None, Opt(help="Held-out text to report in the card.")] = None,
     card_notes: Annotated[Path | None, Opt(help="Markdown appended to the model card.")] = None,
@@ -183,7 +184,7 @@ def export_command(
     if checkpoint not in ("best", "last"):
         fail(f"--checkpoint must be best or last, got {checkpoint!r}")
     request = ExportRequest(run_dir=run_dir, out=out, checkpoint=checkpoint, quantize=quantize,
-                            force=force, data=data, name=name, heldout=heldout or [],
+                            force=force, data=data or None, name=name, heldout=heldout or [],
                             card_notes=card_notes, command=" ".join(["bard", *sys.argv[1:]]))
     try:
         with user_errors(UsageError):

@@ -114,7 +114,7 @@ def weights_from_onnx(graph: onnx.ModelProto, config: ModelConfig,
         if weights[name].shape != tuple(tensor.shape):
             raise refuse(f"{name} is {list(weights[name].shape)} in the graph, the manifest's "
                          f"sizes imply {list(tensor.shape)}")
-    return {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))
+    return {k: torch.from_numpy(np.array(v, dtype=np.float32))  # a writable copy
             for k, v in weights.items()}
 
 
