@@ -13,10 +13,9 @@ import onnx
 import pytest
 import torch
 from bard.export.export import ExportRequest, export_run
-from bard.export.parity import ParityError, check_parity, torch_greedy
+from bard.export.parity import ParityError, check_parity
 from bard.export.reimport import ArchitectureError, load_parent
 from bard.training.checkpoint import find_checkpoint, load_checkpoint, model_from_checkpoint
-from bard.training.corpus import bundled_corpus_bytes
 from bard.training.model import CharLSTM
 from bard.training.train import RunRequest, train
 from bard_sdk.vocab import Vocabulary
@@ -67,34 +66,47 @@ def test_an_architecture_bard_cannot_rebuild_is_refused(artifact_copy: Path) -> 
         load_parent(str(artifact_copy))
 
 
-def respelt_text() -> str:
-    """Frequent words respelt with characters the bundled vocabulary lacks."""
-    text = bundled_corpus_bytes().decode()[:30_000]
-    return text.replace("the ", "thé ").replace(" and ", " à ").replace(" to ", " tô ")
+NEW_TEXT = "«le café à Noël», dit-il. «Où ça?» «Là-bas!»\n" * 150
+NEW_CHARS = {"«", "»", "é", "à", "ë", "ç", "ù"}
 
 
 @pytest.fixture(scope="module")
 def respelt_run(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     corpus = tmp_path_factory.mktemp("respelt") / "mine.txt"
-    corpus.write_text(respelt_text(), encoding="utf-8")
+    corpus.write_text(NEW_TEXT, encoding="utf-8")
     run = corpus.parent / "run"
     train(RunRequest(out=run, data=corpus, init_from=load_parent(str(tiny_artifact)),
                      device="cpu", show_progress=False,
-                     overrides=dict(batch_size=16, seq_len=32, max_steps=60, warmup_steps=5,
+                     overrides=dict(batch_size=16, seq_len=48, max_steps=150, warmup_steps=5,
                                     learning_rate=1e-2, min_learning_rate=1e-3,
-                                    eval_interval=30, val_streams=2, patience=None)))
+                                    eval_interval=50, val_streams=2, patience=None)))
     return run
+
+
+def sample(model: CharLSTM, vocab: Vocabulary, prompt: str, count: int) -> str:
+    """Temperature-0.8 samples from the torch model, seeded."""
+    generator = torch.Generator().manual_seed(7)
+    tokens = torch.from_numpy(vocab.encode(prompt).astype("int64"))[None, :]
+    out: list[int] = []
+    with torch.inference_mode():
+        logits, state = model(tokens)
+        for _ in range(count):
+            probs = torch.softmax(logits[0, -1] / 0.8, dim=-1)
+            out.append(int(torch.multinomial(probs, 1, generator=generator)))
+            logits, state = model(torch.tensor([[out[-1]]]), state)
+    return vocab.decode(out)
 
 
 def test_fine_tuned_model_generates_the_characters_it_added(tiny_artifact: Path,
                                                             respelt_run: Path) -> None:
     parent = load_parent(str(tiny_artifact))
     checkpoint = load_checkpoint(find_checkpoint(respelt_run, "best"))
-    assert list(checkpoint.vocab) == [*parent.vocab, "à", "é", "ô"]
+    assert list(checkpoint.vocab) == [*parent.vocab, *sorted(set(NEW_TEXT) - set(parent.vocab))]
+    assert set(checkpoint.vocab[len(parent.vocab):]) >= NEW_CHARS
     model = model_from_checkpoint(checkpoint)
     vocab = Vocabulary(checkpoint.vocab)
-    produced = vocab.decode(torch_greedy(model, vocab.encode("KING:\nWhat is "), 400))
-    assert {"é", "à", "ô"} <= set(produced), produced
+    produced = sample(model, vocab, "«le ", 1500)
+    assert set(produced) >= NEW_CHARS, produced
 
 
 @pytest.mark.xfail(raises=ParityError, strict=True, reason=(
@@ -110,11 +122,11 @@ def test_fine_tuned_export_records_lineage_and_generates_new_characters(
     jsonschema.validate(manifest, schema)
     lineage = bard_sdk.read_manifest(out).parent
     assert lineage is not None and lineage.name == "tiny" and lineage.kind == "artifact"
-    assert lineage.sha256 == parent.sha256 and list(lineage.added_characters) == ["à", "é", "ô"]
+    assert lineage.sha256 == parent.sha256 and set(lineage.added_characters) >= NEW_CHARS
     card = (out / "README.md").read_text()
-    assert "## Lineage" in card and parent.sha256 in card and "`é`" in card
-    produced = bard_sdk.load(out, device="cpu").generate("KING:\nWhat is ", 400, temperature=0)
-    assert {"é", "à", "ô"} <= set(produced), produced
+    assert "## Lineage" in card and parent.sha256 in card and "`«`" in card
+    produced = bard_sdk.load(out, device="cpu").generate("«le ", 1500, seed=7)
+    assert set(produced) >= NEW_CHARS, produced
 
 
 def test_damaged_lineage_in_a_manifest_is_refused(tiny_artifact: Path, tmp_path: Path) -> None:
