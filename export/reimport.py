@@ -27,7 +27,7 @@ from bard.training.rundir import RUN_FILE
 from bard_sdk.manifest import MANIFEST_FILE, read_model_bytes
 from onnx import numpy_helper
 
-from .parity import LOGITS_TOL, torch_step
+from .parity import LOGITS, torch_step
 
 ONNX_TO_TORCH_GATES = (0, 2, 3, 1)  # torch's i, f, g, o as positions in ONNX's i, o, f, c
 REGULARISATION = ("dropout", "weight_drop", "embedding_dropout")
@@ -174,7 +174,8 @@ def check_round_trip(model: CharLSTM, sdk_model: bard_sdk.Model, where: Path) ->
     expected, _, _ = sdk_model.forward(tokens, zeros, zeros)
     rebuilt, _, _ = torch_step(model, tokens, zeros, zeros)
     diff = float(np.abs(expected - rebuilt).max())
-    if not diff <= LOGITS_TOL:
+    limit = LOGITS.limit(float(np.abs(expected).max()))
+    if not diff <= limit:
         raise ArchitectureError(f"cannot read the architecture of {where}: the rebuilt model's "
                                 f"logits differ from the artifact's by {diff:.2e} (limit "
-                                f"{LOGITS_TOL})")
+                                f"{limit:.2e}, the parity gate's {LOGITS})")

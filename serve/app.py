@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from importlib import resources
 from typing import Any
 
+from bard.web.playground import (
+    PLAYGROUND_ASSETS,
+    playground_asset,
+    playground_page,
+    server_config,
+)
 from bard_sdk import BardError, Engine, EngineClosed, EngineOverloaded, Request
 from bard_sdk.engine import Completion
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.requests import Request as HttpRequest
 
 from .openai_api import (
@@ -110,8 +115,14 @@ def create_app(engine: Engine, model_id: str, *, max_tokens_limit: int = 100_000
 
     @app.get("/", response_class=HTMLResponse)
     async def playground() -> str:
-        page = resources.files("bard.serve").joinpath("playground.html").read_text("utf-8")
-        return page.replace("{{MODEL}}", json_dumps(model_id))
+        return playground_page()  # the writing room (bard.web), talking to this server
+
+    @app.get("/bard-site.json")
+    async def playground_config() -> JSONResponse:
+        return JSONResponse(server_config(model_id))
+
+    for name in PLAYGROUND_ASSETS:
+        app.add_api_route(f"/{name}", asset_route(name), methods=["GET"])
 
     @app.post("/v1/completions", response_model=None)
     async def completions(body: CompletionRequest) -> JSONResponse | StreamingResponse:
@@ -145,6 +156,13 @@ def create_app(engine: Engine, model_id: str, *, max_tokens_limit: int = 100_000
                                             usage_of(prompts, results)))
 
     return app
+
+
+def asset_route(name: str) -> Callable[[], Coroutine[Any, Any, Response]]:
+    async def asset() -> Response:
+        text, media_type = playground_asset(name)
+        return Response(text, media_type=media_type)
+    return asset
 
 
 def usage_of(prompts: list[str], results: list[Completion]) -> dict[str, int]:

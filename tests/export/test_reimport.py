@@ -13,7 +13,7 @@ import onnx
 import pytest
 import torch
 from bard.export.export import ExportRequest, export_run
-from bard.export.parity import ParityError, check_parity
+from bard.export.parity import check_parity
 from bard.export.reimport import ArchitectureError, load_parent
 from bard.training.checkpoint import find_checkpoint, load_checkpoint, model_from_checkpoint
 from bard.training.model import CharLSTM
@@ -109,9 +109,6 @@ def test_fine_tuned_model_generates_the_characters_it_added(tiny_artifact: Path,
     assert set(produced) >= NEW_CHARS, produced
 
 
-@pytest.mark.xfail(raises=ParityError, strict=True, reason=(
-    "this 2x48 fine-tuned model's cell state reaches |c| ~ 100 on the gate's random tokens, "
-    "where float32 rounding passes the absolute STATE_TOL 1e-5 (issue 26: parity tolerances)"))
 def test_fine_tuned_export_records_lineage_and_generates_new_characters(
         respelt_run: Path, tiny_artifact: Path, tmp_path: Path) -> None:
     parent = load_parent(str(tiny_artifact))
