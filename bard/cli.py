@@ -82,8 +82,15 @@ Opt = typer.Option
 def train(
     out: Annotated[Path | None, Opt(help="Run directory to create.")] = None,
     resume: Annotated[Path | None, Opt(help="Continue the run in this directory.")] = None,
-    data: Annotated[Path | None, Opt(help="UTF-8 text (default: bundled Shakespeare).")] = None,
-    preset: Annotated[str, Opt(help="tiny | shakespeare")] = "tiny",
+    data: Annotated[list[Path] | None, Opt(
+        help="UTF-8 text file, or a folder of *.txt files (recursively, sorted by path); "
+             "repeat to join several, in order (default: bundled Shakespeare).")] = None,
+    init_from: Annotated[str | None, Opt(
+        help="Fine-tune: start from this artifact directory, run directory or bundled model "
+             "name (shakespeare); its architecture, its vocabulary plus the new text's "
+             "characters.")] = None,
+    preset: Annotated[str | None, Opt(
+        help="tiny | shakespeare | finetune (default: tiny; finetune with --init-from)")] = None,
     device: Annotated[str, Opt(help="auto | cpu | cuda")] = "auto",
     threads: Annotated[int | None, Opt(help="CPU threads for PyTorch.")] = None,
     nproc: Annotated[int | None, Opt(help="Run under torchrun with N local processes.")] = None,
@@ -106,12 +113,19 @@ def train(
 
     if (out is None) == (resume is None):
         fail("give exactly one of --out RUN_DIR (a new run) or --resume RUN_DIR")
-    request = RunRequest(out=resume or out, data=data, preset=preset,  # type: ignore[arg-type]
+    request = RunRequest(out=resume or out, data=data or None, preset=preset,  # type: ignore[arg-type]
                          overrides=dict(settings), device=device, threads=threads,
                          resume=resume is not None, show_progress=not quiet, extend=extend,
                          override=override)
     try:
         with user_errors(UsageError):
+            if init_from is not None:
+                from bard.export.reimport import load_parent
+
+                if resume is not None:
+                    fail("--init-from starts a new run; a resumed run continues from its own "
+                         "checkpoint (drop --init-from)")
+                request.init_from = load_parent(init_from)
             result = run_training(request)
     except TrainingDiverged as err:
         fail(str(err), EXIT_DIVERGED)
@@ -177,7 +191,8 @@ def export_command(
     checkpoint: Annotated[str, Opt(help="best | last")] = "best",
     quantize: Annotated[str | None, Opt(help="Also write an int8 model: --quantize int8")] = None,
     force: Annotated[bool, Opt(help="Replace an existing output directory.")] = False,
-    data: Annotated[Path | None, Opt(help="The run's corpus, if it has moved.")] = None,
+    data: Annotated[list[Path] | None, Opt(
+        help="The run's corpus (each --data it was trained with), if it has moved.")] = None,
     name: Annotated[str | None, Opt(help="Model name (default: output directory name).")] = None,
     heldout: Annotated[list[Path] | None, Opt(help="Held-out text to report in the card.")] = None,
     card_notes: Annotated[Path | None, Opt(help="Markdown appended to the model card.")] = None,
@@ -192,7 +207,7 @@ def export_command(
     if checkpoint not in ("best", "last"):
         fail(f"--checkpoint must be best or last, got {checkpoint!r}")
     request = ExportRequest(run_dir=run_dir, out=out, checkpoint=checkpoint, quantize=quantize,
-                            force=force, data=data, name=name, heldout=heldout or [],
+                            force=force, data=data or None, name=name, heldout=heldout or [],
                             card_notes=card_notes, command=" ".join(["bard", *sys.argv[1:]]))
     try:
         with user_errors(UsageError):

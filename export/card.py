@@ -9,6 +9,7 @@ from typing import Any
 import bard_sdk
 from bard.training.evaluate import bits_per_char
 from bard.training.fsutil import atomic_write_text
+from bard_sdk.display import printable
 from bard_sdk.manifest import ManifestContent
 
 SAMPLE_TEMPERATURES = (0.5, 0.8, 1.0)
@@ -44,6 +45,21 @@ def check_rows(prov: dict[str, Any]) -> list[str]:
     return rows
 
 
+def lineage_lines(prov: dict[str, Any]) -> list[str]:
+    """Where a fine-tuned model came from (nothing for one trained from scratch)."""
+    parent = prov.get("parent")
+    if parent is None:
+        return []
+    added = parent["added_characters"]
+    shown = ", ".join(f"`{printable(c)}`" if c.isprintable() and c != "`" else
+                      f"U+{ord(c):04X}" for c in added)
+    return ["", "## Lineage", "",
+            f"Fine-tuned from `{printable(parent['name'])}` ({parent['kind']}, weights sha256 "
+            f"`{parent['sha256']}`). Its {parent['vocab_size']} characters keep their ids; "
+            + (f"{len(added)} added after them: {shown}." if added else
+               "the new text added none.")]
+
+
 def write_card(directory: Path, final_name: str, manifest: ManifestContent,
                model: bard_sdk.Model, heldout: list[HeldOut], notes: str,
                command: str | None) -> None:
@@ -75,6 +91,7 @@ def write_card(directory: Path, final_name: str, manifest: ManifestContent,
         f"{prov['val_bpc']:.4f} |",
     ]
     lines += check_rows(prov)
+    lines += lineage_lines(prov)
     if heldout:
         lines += ["", "## Held-out texts (never trained on)", "",
                   "Characters outside the vocabulary are skipped (`on_unknown='skip'`): the "

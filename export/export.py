@@ -38,6 +38,7 @@ from bard.training.data import eval_spans, split_point
 from bard.training.errors import UsageError
 from bard.training.evaluate import bits_per_char, stream_nll
 from bard.training.fsutil import atomic_directory, atomic_write_text
+from bard.training.lineage import Lineage
 from bard.training.model import CharLSTM
 from bard_sdk.digest import sha256_bytes
 from bard_sdk.manifest import MANIFEST_FILE, ManifestContent, ModelFile, ModelSizes
@@ -75,7 +76,7 @@ class ExportRequest:
     checkpoint: str = "best"
     quantize: str | None = None
     force: bool = False
-    data: Path | None = None
+    data: Path | list[Path] | None = None  # the run's corpus (files, folders), if it moved
     name: str | None = None
     heldout: list[Path] = field(default_factory=list)
     card_notes: Path | None = None
@@ -139,7 +140,7 @@ def _export(request: ExportRequest, notes: str) -> ExportResult:
             config = checkpoint.model_config
             provenance: dict[str, Any] = {
                 "corpus": {"name": corpus.name, "sha256": corpus.sha256,
-                           "length": corpus.length},
+                           "length": corpus.length, "documents": corpus.documents},
                 "split": {"val_fraction": corpus.val_fraction,
                           "train_chars": corpus.length - len(val), "val_chars": len(val)},
                 "steps": checkpoint.step,
@@ -153,6 +154,12 @@ def _export(request: ExportRequest, notes: str) -> ExportResult:
                 "model_config": asdict(checkpoint.model_config),
                 "prompt": prompt,
             }
+            lineage = checkpoint_lineage(checkpoint)
+            if lineage is not None:
+                provenance["parent"] = {"name": lineage.name, "kind": lineage.kind,
+                                        "sha256": lineage.sha256,
+                                        "vocab_size": lineage.vocab_size,
+                                        "added_characters": lineage.added_characters}
             fields = ManifestContent(
                 name=request.name or request.out.name,
                 bard_version=metadata.version("bard"),
@@ -205,6 +212,12 @@ def _export(request: ExportRequest, notes: str) -> ExportResult:
     return ExportResult(request.out, manifest, parity)
 
 
+def checkpoint_lineage(checkpoint: Checkpoint) -> Lineage | None:
+    """The parent a fine-tuned run's checkpoint names (None: trained from scratch)."""
+    return Lineage.from_json(checkpoint.state.get("lineage"),
+                             f"{checkpoint.path / 'state.json'} lineage")
+
+
 def check_finite_weights(checkpoint: Checkpoint) -> None:
     for name, tensor in checkpoint.weights.items():
         if not bool(torch.isfinite(tensor).all()):
@@ -217,7 +230,7 @@ def validation_tokens(request: ExportRequest, checkpoint: Checkpoint,
     """The validation split's ids from the run's token file (rebuilt from the corpus if it
     is missing or damaged; --data names a corpus that has moved)."""
     corpus = checkpoint.corpus
-    source = CorpusSource(request.data or (Path(corpus.path) if corpus.path else None))
+    source = CorpusSource(request.data or corpus.sources())
     try:
         tokens = prepare_tokens(request.run_dir, source, corpus.sha256, vocab, say,
                                 check_source=request.data is not None).open()

@@ -83,6 +83,18 @@ class ManifestContent:
 
 
 @dataclass(frozen=True)
+class ParentModel:
+    """The model an artifact was fine-tuned from (`provenance.parent`): ids below
+    `vocab_size` are the parent's characters, `added_characters` follow them in id order."""
+
+    name: str
+    kind: str  # "artifact" | "run"
+    sha256: str  # of the parent's weights file (its model.onnx, or a checkpoint's safetensors)
+    vocab_size: int
+    added_characters: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Manifest:
     """A checked manifest: the vocabulary, the sizes and the files of one artifact."""
 
@@ -121,6 +133,15 @@ class Manifest:
     @property
     def provenance(self) -> dict[str, Any]:
         return dict(self.raw["provenance"])
+
+    @property
+    def parent(self) -> ParentModel | None:
+        """Where a fine-tuned model came from; None for one trained from scratch."""
+        record = self.raw["provenance"].get("parent")
+        if record is None:
+            return None
+        return ParentModel(record["name"], record["kind"], record["sha256"],
+                           record["vocab_size"], tuple(record["added_characters"]))
 
     def variants(self) -> list[str]:
         return list(self.raw["files"])
@@ -273,6 +294,13 @@ def check_consistency(manifest: Manifest) -> None:
         )
     if len(set(raw["vocabulary"])) != len(raw["vocabulary"]):
         raise ArtifactError("manifest vocabulary has repeated characters")
+    parent = raw["provenance"].get("parent")
+    if parent is not None and (parent["vocab_size"] + len(parent["added_characters"])
+                               != manifest.vocab_size
+                               or raw["vocabulary"][parent["vocab_size"]:]
+                               != parent["added_characters"]):
+        raise ArtifactError("manifest provenance.parent does not match the vocabulary (its "
+                            "added characters must be the ids from parent.vocab_size on)")
     names_in = tuple(t["name"] for t in raw["graph"]["inputs"])
     names_out = tuple(t["name"] for t in raw["graph"]["outputs"])
     if names_in != INPUT_NAMES or names_out != OUTPUT_NAMES:

@@ -85,6 +85,7 @@ class TrainingState:
     schedule: Schedule
     pending_eval: bool
     eval_chars: int
+    lineage: dict[str, Any] | None = None  # a fine-tuned run's parent (finetune.Lineage)
 
     def to_json(self) -> dict[str, Any]:
         return {"step": self.step, "vocab": list(self.vocab),
@@ -94,7 +95,8 @@ class TrainingState:
                 "best_val_loss": self.best_val_loss, "evals_since_best": self.evals_since_best,
                 "rng": self.rng, "world_size": self.world_size, "parameters": self.parameters,
                 "schedule": dataclasses.asdict(self.schedule),
-                "pending_eval": self.pending_eval, "eval_chars": self.eval_chars}
+                "pending_eval": self.pending_eval, "eval_chars": self.eval_chars,
+                **({} if self.lineage is None else {"lineage": self.lineage})}
 
 
 def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], Any]:

@@ -24,7 +24,8 @@ def cli_options() -> list[tuple[str, type, str, tuple[str, ...]]]:
     """(name, type, help, extra flags) of every field declared with `option`, model first."""
     found = []
     for config in (ModelConfig, TrainConfig):
-        hints = {"int": int, "float": float, "str": str, "int | None": int}
+        hints = {"int": int, "float": float, "str": str, "int | None": int,
+                 "float | None": float}
         for item in dataclasses.fields(config):
             if "help" in item.metadata:
                 found.append((item.name, hints[str(item.type)], item.metadata["help"],
@@ -99,6 +100,8 @@ class TrainConfig:
     val_fraction: float = option(0.1, "The last fraction of the corpus is validation.")
     val_streams: int = option(16, "Validation streams evaluated side by side.")
     patience: int | None = option(None, "Early stop after N evaluations without gain.")
+    max_minutes: float | None = option(None, "Stop (evaluate, checkpoint) once this many "
+                                       "minutes of this invocation have passed.")
     seed: int = option(1337, "Seed for initialisation and batches.")
     precision: str = option("auto", "auto | fp32 | bf16 (auto: bf16 on CUDA, fp32 on CPU).")
 
@@ -138,6 +141,8 @@ class TrainConfig:
             raise UsageError(f"gradient clip must be positive, got {self.grad_clip}")
         if not 0.0 < self.val_fraction < 1.0:
             raise UsageError(f"val fraction must be in (0, 1), got {self.val_fraction}")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise UsageError(f"max minutes must be positive, got {self.max_minutes}")
         if self.patience is not None and self.patience < 1:
             raise UsageError(f"patience must be at least 1, got {self.patience}")
         if self.precision not in ("auto", "fp32", "bf16"):
@@ -168,13 +173,25 @@ PRESETS: dict[str, Preset] = {
                    learning_rate=2e-3, min_learning_rate=1e-4, weight_decay=0.1,
                    eval_interval=200, precision="bf16"),
     ),
+    # `--init-from`'s default: the architecture and the regularisation come from the source
+    # model; half the shipped model's peak rate, a short cosine, early stopping on the new text's
+    # validation split. BENCHMARKS.md "Fine-tuning" has the measurements behind it.
+    "finetune": Preset(
+        train=dict(batch_size=32, seq_len=128, max_steps=600, warmup_steps=20,
+                   learning_rate=1e-3, min_learning_rate=1e-4, weight_decay=0.1,
+                   eval_interval=25, patience=4),
+    ),
 }
+ARCHITECTURE = ("embedding_dim", "hidden_size", "num_layers")
 
 
 def build_configs(
-    preset: str, vocab_size: int, overrides: dict[str, Any]
+    preset: str, vocab_size: int, overrides: dict[str, Any],
+    base_model: ModelConfig | None = None,
 ) -> tuple[ModelConfig, TrainConfig]:
-    """Merge a preset with explicit overrides (None means 'not given') and validate."""
+    """Merge a preset with explicit overrides (None means 'not given') and validate. With
+    `base_model` (a model to fine-tune) the model's settings start from it instead of the
+    preset, and its architecture cannot be overridden."""
     if preset not in PRESETS:
         raise UsageError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
     chosen = PRESETS[preset]
@@ -184,7 +201,14 @@ def build_configs(
     unknown = set(given) - model_fields - train_fields
     if unknown:
         raise UsageError(f"unknown settings: {', '.join(sorted(unknown))}")
-    model_kwargs = {**chosen.model, **{k: v for k, v in given.items() if k in model_fields}}
+    base = chosen.model
+    if base_model is not None:
+        base = {k: v for k, v in dataclasses.asdict(base_model).items() if k != "vocab_size"}
+        clash = sorted(k for k in ARCHITECTURE if k in given and given[k] != base[k])
+        if clash:
+            raise UsageError(f"the architecture comes from --init-from: {clash[0]} is "
+                             f"{base[clash[0]]} there, not {given[clash[0]]}")
+    model_kwargs = {**base, **{k: v for k, v in given.items() if k in model_fields}}
     train_kwargs = {**chosen.train, **{k: v for k, v in given.items() if k in train_fields}}
     model_config = ModelConfig(vocab_size=vocab_size, **model_kwargs)
     train_config = TrainConfig(**train_kwargs)

@@ -19,15 +19,21 @@ from .records import dumps, parse_json
 STAMP_FILE = "corpus.stamp.json"
 
 
-def stamp_of(path: Path) -> dict[str, object]:
-    stat = path.stat()
-    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+def stamp_of(source: CorpusSource) -> dict[str, object]:
+    """Each document's path, size and modification time, in the order they are joined."""
+    files = []
+    for path in source.documents():
+        assert path is not None  # the bundled corpus is never stamped
+        stat = path.stat()
+        files.append({"path": str(path.resolve()), "size": stat.st_size,
+                      "mtime_ns": stat.st_mtime_ns})
+    return {"files": files}
 
 
-def write_stamp(run_dir: Path, path: Path | None) -> None:
-    """Record the corpus file as it is now (nothing for the bundled corpus)."""
-    if path is not None:
-        atomic_write_text(run_dir / STAMP_FILE, dumps(stamp_of(path)) + "\n")
+def write_stamp(run_dir: Path, source: CorpusSource) -> None:
+    """Record the corpus files as they are now (nothing for the bundled corpus)."""
+    if not source.bundled:
+        atomic_write_text(run_dir / STAMP_FILE, dumps(stamp_of(source)) + "\n")
 
 
 def read_stamp(run_dir: Path) -> dict[str, object] | None:
@@ -39,18 +45,21 @@ def read_stamp(run_dir: Path) -> dict[str, object] | None:
     return record if isinstance(record, dict) else None
 
 
-def check_corpus_unchanged(run_dir: Path, path: Path | None, sha256: str) -> None:
-    """Refuse to resume on a corpus file that is no longer the text the run was made from.
-    A corpus that is not there (moved) is left to the token file, as before."""
-    if path is None or not path.is_file():
+def check_corpus_unchanged(run_dir: Path, source: CorpusSource, sha256: str) -> None:
+    """Refuse to resume on a corpus (a file, or a folder's files) that is no longer the text
+    the run was made from. A corpus that is not there (moved) is left to the token file."""
+    if source.bundled or not all(p.exists() for p in source.inputs):
         return
-    now = stamp_of(path)
-    recorded = read_stamp(run_dir)
-    if recorded is not None and all(recorded.get(k) == now[k] for k in now):
+    try:
+        now = stamp_of(source)
+    except UsageError:  # a folder emptied, a file gone: the hash below says what changed
+        now = None
+    if now is not None and read_stamp(run_dir) == now:
         return
-    if hash_corpus(CorpusSource(path)) != sha256:
+    if now is None or hash_corpus(source) != sha256:
+        named = ", ".join(str(p) for p in source.inputs)
         raise UsageError(
-            f"corpus {path} changed since {run_dir} was made from it (its sha256 differs): "
+            f"corpus {named} changed since {run_dir} was made from it (its sha256 differs): "
             "restore the original text to resume, or start a new run on the new text with "
             "another --out")
-    write_stamp(run_dir, path)  # touched, not changed: the next resume needs no hash
+    write_stamp(run_dir, source)  # touched, not changed: the next resume needs no hash

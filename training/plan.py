@@ -17,10 +17,25 @@ from bard_sdk.vocab import Vocabulary
 
 from .checkpoint import Checkpoint, ResumeState, find_checkpoint, load_checkpoint, resume_state
 from .config import ModelConfig, TrainConfig, build_configs
-from .corpus import CorpusSource, TokenFile, prepare_tokens, scan_corpus, write_tokens
+from .corpus import (
+    CorpusSource,
+    TokenFile,
+    describe_split,
+    prepare_tokens,
+    scan_corpus,
+    write_tokens,
+)
 from .corpus_stamp import check_corpus_unchanged, write_stamp
 from .data import split_point
 from .errors import UsageError
+from .finetune import (
+    SAMPLE_CHARS,
+    Parent,
+    extend_vocabulary,
+    lineage_of,
+    new_character_bias,
+)
+from .lineage import Lineage
 from .records import Fields
 from .rundir import (
     CorpusRecord,
@@ -33,7 +48,7 @@ from .rundir import (
 )
 from .schedule import Schedule
 
-RESUMABLE = ("max_steps", "patience", "eval_interval")
+RESUMABLE = ("max_steps", "patience", "eval_interval", "max_minutes")
 OVERRIDABLE = ("learning_rate", "min_learning_rate", "grad_clip")
 
 Note = Callable[[str], None]
@@ -46,8 +61,8 @@ class RunRequest:
     learning rates or gradient clip on resume (after a divergence)."""
 
     out: Path
-    data: Path | None = None
-    preset: str = "tiny"
+    data: Path | list[Path] | None = None  # files and folders (see corpus.CorpusSource)
+    preset: str | None = None  # None: "tiny", or "finetune" with init_from
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     device: str = "auto"
     threads: int | None = None
@@ -55,6 +70,7 @@ class RunRequest:
     show_progress: bool = True
     extend: bool = False
     override: bool = False
+    init_from: Parent | None = None  # a model to fine-tune (export.reimport.load_parent)
 
 
 @dataclass(frozen=True)
@@ -68,10 +84,11 @@ class Plan:
     vocab: Vocabulary
     tokens: TokenFile
     notes: list[str]
+    lineage: Lineage | None = None
 
     def to_json(self) -> dict[str, Any]:
         run = run_record(RunFile(self.corpus, self.model_config, self.train_config,
-                                 self.schedule, []))
+                                 self.schedule, [], self.lineage))
         return {**run, "vocab": self.vocab.chars, "notes": self.notes,
                 "tokens": {"file": self.tokens.path.name, "dtype": self.tokens.dtype.str,
                            "length": self.tokens.length}}
@@ -85,28 +102,45 @@ class Plan:
                    Vocabulary(record["vocab"]),
                    TokenFile(run_dir / str(tokens.string("file")),
                              np.dtype(str(tokens.string("dtype"))), tokens.integer("length", 0)),
-                   list(record["notes"]))
+                   list(record["notes"]), run.parent)
 
 
 def plan_new_run(request: RunRequest, note: Note) -> Plan:
     """Scan the corpus, check every setting, then encode the corpus and write run.json.
-    Nothing is written before every check has passed."""
+    Nothing is written before every check has passed. With `init_from` the architecture is
+    the parent's and the vocabulary the parent's plus the corpus's new characters."""
     source = CorpusSource(request.data)
     scan = scan_corpus(source)
-    model_config, train_config = build_configs(request.preset, len(scan.vocabulary),
-                                               request.overrides)
-    split_point(scan.length, train_config.val_fraction, train_config.seq_len)
+    parent, vocab, added = request.init_from, scan.vocabulary, []
+    if parent is not None:
+        vocab, added = extend_vocabulary(parent.vocab, scan.vocabulary)
+    preset = request.preset or ("finetune" if parent is not None else "tiny")
+    model_config, train_config = build_configs(
+        preset, len(vocab), request.overrides,
+        parent.model_config if parent is not None else None)
+    cut = split_point(scan.length, train_config.val_fraction, train_config.seq_len)
+    several = len(source.inputs) > 1
     corpus = CorpusRecord(name=scan.name, sha256=scan.sha256, length=scan.length,
-                          path=str(request.data.resolve()) if request.data else None,
-                          val_fraction=train_config.val_fraction)
+                          path=str(source.path.resolve()) if source.path else None,
+                          val_fraction=train_config.val_fraction,
+                          inputs=[str(p.resolve()) for p in source.inputs] if several else None,
+                          documents=len(scan.documents))
     schedule = Schedule.from_config(train_config)
+    notes = [describe_split(scan, train_config.val_fraction, cut)]
     try:
-        tokens = write_tokens(request.out, source, scan.vocabulary, scan.sha256, note)
-        write_stamp(request.out, request.data)
-        write_run_file(request.out, RunFile(corpus, model_config, train_config, schedule, []))
+        tokens = write_tokens(request.out, source, vocab, scan.sha256, note)
+        write_stamp(request.out, source)
+        lineage = None
+        if parent is not None:
+            new_bias = None if not added else new_character_bias(
+                parent, model_config, tokens.open()[: min(cut, SAMPLE_CHARS)])
+            lineage = lineage_of(parent, added, new_bias)
+            notes.append(lineage.describe())
+        write_run_file(request.out, RunFile(corpus, model_config, train_config, schedule, [],
+                                            lineage))
     except OSError as err:
         raise UsageError(f"cannot write the run directory {request.out}: {err}") from None
-    return Plan(corpus, model_config, train_config, schedule, scan.vocabulary, tokens, [])
+    return Plan(corpus, model_config, train_config, schedule, vocab, tokens, notes, lineage)
 
 
 def plan_resume(request: RunRequest, note: Note) -> tuple[Plan, Checkpoint, ResumeState]:
@@ -119,11 +153,11 @@ def plan_resume(request: RunRequest, note: Note) -> tuple[Plan, Checkpoint, Resu
     if checkpoint.corpus.sha256 != run.corpus.sha256:
         raise UsageError(f"{run_dir}: run.json and the checkpoint name different corpora")
     vocab = Vocabulary(checkpoint.vocab)
-    corpus_path = request.data or (Path(run.corpus.path) if run.corpus.path else None)
+    corpus_source = CorpusSource(request.data or run.corpus.sources())
     train_config, schedule, changes = resume_changes(checkpoint, state.schedule, request)
-    check_corpus_unchanged(run_dir, corpus_path, run.corpus.sha256)
+    check_corpus_unchanged(run_dir, corpus_source, run.corpus.sha256)
     try:
-        tokens = prepare_tokens(run_dir, CorpusSource(corpus_path), run.corpus.sha256, vocab,
+        tokens = prepare_tokens(run_dir, corpus_source, run.corpus.sha256, vocab,
                                 note, check_source=request.data is not None)
         if changes:
             stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -133,7 +167,7 @@ def plan_resume(request: RunRequest, note: Note) -> tuple[Plan, Checkpoint, Resu
         raise UsageError(f"cannot write the run directory {run_dir}: {err}") from None
     notes = [c["note"] for c in changes]
     plan = Plan(run.corpus, checkpoint.model_config, train_config, schedule, vocab, tokens,
-                notes)
+                notes, run.parent)
     return plan, checkpoint, state
 
 

@@ -123,6 +123,9 @@ def _accepts(value: Any, hint: Any) -> bool:
         return any(_accepts(value, arg) for arg in typing.get_args(hint))
     if hint is type(None):
         return value is None
+    if typing.get_origin(hint) is list:  # list[str] and the like
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and all(_accepts(v, item) for v in value)
     if isinstance(value, bool):
         return hint is bool
     if hint is float:
@@ -135,6 +138,8 @@ def _type_name(hint: Any) -> str:
              type(None): "null"}
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         return " or ".join(_type_name(arg) for arg in typing.get_args(hint))
+    if typing.get_origin(hint) is list:
+        return f"a list of {_type_name(typing.get_args(hint)[0]).split(' ', 1)[-1]}s"
     return names.get(hint, str(hint))
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from .config import ModelConfig, TrainConfig
 from .errors import UsageError
 from .fsutil import atomic_write_text
+from .lineage import Lineage
 from .records import Fields, dataclass_from_json, dumps, parse_json, read_json
 from .schedule import Schedule
 
@@ -28,10 +29,18 @@ class CorpusRecord:
     """Which text a run was trained on, and where its validation split starts."""
 
     name: str
-    sha256: str
+    sha256: str  # of the joined text: every file's bytes, U+001E between two
     length: int
-    path: str | None
+    path: str | None  # the one --data given (file or folder); None: the bundled corpus
     val_fraction: float
+    inputs: list[str] | None = None  # every --data, in order, when there were several
+    documents: int = 1
+
+    def sources(self) -> list[Path] | None:
+        """The --data paths to read the corpus from again (None: the bundled corpus)."""
+        if self.inputs:
+            return [Path(p) for p in self.inputs]
+        return None if self.path is None else [Path(self.path)]
 
     def validate(self) -> None:
         if not re.fullmatch(r"[0-9a-f]{64}", self.sha256):
@@ -40,6 +49,8 @@ class CorpusRecord:
             raise UsageError(f"field 'length' must be at least 1, got {self.length}")
         if not 0.0 < self.val_fraction < 1.0:
             raise UsageError(f"field 'val_fraction' must be in (0, 1), got {self.val_fraction}")
+        if self.documents < 1:
+            raise UsageError(f"field 'documents' must be at least 1, got {self.documents}")
 
 
 @dataclass(frozen=True)
@@ -49,6 +60,7 @@ class RunFile:
     train_config: TrainConfig
     schedule: Schedule | None
     history: list[dict[str, Any]]
+    parent: Lineage | None = None  # the model a fine-tuning run started from
 
 
 def check_fresh_run_dir(run_dir: Path) -> None:
@@ -66,7 +78,8 @@ def run_record(run: RunFile) -> dict[str, Any]:
             "model_config": dataclasses.asdict(run.model_config),
             "train_config": dataclasses.asdict(run.train_config),
             "schedule": None if run.schedule is None else dataclasses.asdict(run.schedule),
-            "history": run.history}
+            "history": run.history,
+            **({} if run.parent is None else {"parent": run.parent.to_json()})}
 
 
 def parse_run(record: Any, where: str) -> RunFile:
@@ -81,7 +94,8 @@ def parse_run(record: Any, where: str) -> RunFile:
                                          f"{where} train_config"),
         schedule=None if schedule is None else dataclass_from_json(
             Schedule, schedule, f"{where} schedule"),
-        history=history)
+        history=history,
+        parent=Lineage.from_json(fields.record.get("parent"), f"{where} parent"))
 
 
 def read_run_file(run_dir: Path) -> RunFile:

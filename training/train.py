@@ -41,6 +41,7 @@ from .data import Splits, eval_spans, sample_batch
 from .distributed import DistContext, init_distributed, shutdown_distributed
 from .errors import StoppedBeforeStart, TrainingDiverged, UsageError
 from .evaluate import bits_per_char, stream_nll
+from .finetune import initial_weights
 from .loss import training_loss
 from .model import CharLSTM, count_parameters
 from .plan import Plan, RunRequest, plan_new_run, plan_resume
@@ -63,7 +64,7 @@ class TrainResult:
     step: int
     best_val_loss: float  # on the evaluation subset, as compared during training
     last_val_loss: float
-    stopped: str  # "finished" | "early-stop" | "signal"
+    stopped: str  # "finished" | "early-stop" | "time-limit" | "signal"
     parameters: int
     signal: int = 0
     whole_val_loss: float | None = None  # the best checkpoint on the whole validation split
@@ -101,6 +102,9 @@ def train(request: RunRequest) -> TrainResult:
     if (request.extend or request.override) and not request.resume:
         raise UsageError("--extend and --override change a run being resumed: use them "
                          "with --resume")
+    if request.init_from is not None and request.resume:
+        raise UsageError("--init-from starts a new run; a resumed run continues from its own "
+                         "checkpoint (drop --init-from)")
     run_dir = request.out
     created = not run_dir.exists()
     if not request.resume:
@@ -223,7 +227,12 @@ class Trainer:
         cfg = self.cfg
         torch.manual_seed(cfg.seed + dist.rank)
         self.generator = torch.Generator().manual_seed(cfg.seed + dist.rank)
-        self.model = CharLSTM(plan.model_config).to(device)
+        self.model = CharLSTM(plan.model_config)
+        if checkpoint is None and request.init_from is not None:
+            bias = None if plan.lineage is None else plan.lineage.new_row_bias
+            self.model.load_state_dict(initial_weights(request.init_from, plan.model_config,
+                                                       bias))
+        self.model = self.model.to(device)
         self.optimizer = make_optimizer(self.model, cfg)
         self.step, self.best_val, self.last_val = 0, math.inf, math.inf
         self.evals_since_best, self.pending_eval = 0, False
@@ -247,6 +256,8 @@ class Trainer:
                                       total=cfg.max_steps, start=self.step)
         self.window_loss = torch.zeros((), device=device)
         self.window_start, self.window_steps = time.perf_counter(), 0
+        self.deadline: float | None = None  # --max-minutes, counted from run()
+        self.out_of_time = False
 
     def _resume(self, checkpoint: Checkpoint, resume: ResumeState) -> None:
         cfg, dist = self.cfg, self.dist
@@ -311,7 +322,8 @@ class Trainer:
             best_val_loss=finite_or_none(self.best_val),
             evals_since_best=self.evals_since_best, rng=rng, world_size=dist.world_size,
             parameters=self.parameters, schedule=self.schedule,
-            pending_eval=self.pending_eval, eval_chars=self.subset_chars)
+            pending_eval=self.pending_eval, eval_chars=self.subset_chars,
+            lineage=None if plan.lineage is None else plan.lineage.to_json())
         save_checkpoint(self.run_dir, self.model, self.optimizer, state, pointers=pointers,
                         averaged=self.average.model if self.average is not None else None)
         write_metrics(self.run_dir, self.metrics)
@@ -334,7 +346,7 @@ class Trainer:
 
     def evaluate_now(self) -> str:
         """The pending evaluation, its metrics and checkpoint; returns why training stops
-        ("signal", "early-stop") or ""."""
+        ("signal", "early-stop", "time-limit") or ""."""
         step, progress, cfg = self.step, self.progress, self.cfg
         progress.note(f"step {step}: evaluating on {self.subset_label}")
         value = self.evaluate(self.evaluated, self.subset)
@@ -362,6 +374,9 @@ class Trainer:
         if cfg.patience is not None and self.evals_since_best >= cfg.patience:
             progress.note(f"early stop: no improvement in {cfg.patience} evaluations")
             return "early-stop"
+        if self.out_of_time:
+            progress.note(f"time limit: {cfg.max_minutes:g} minutes have passed")
+            return "time-limit"
         return ""
 
     def train_step(self) -> str:
@@ -395,6 +410,10 @@ class Trainer:
         if self.step % LOG_EVERY == 0 or self.step == cfg.max_steps:
             self.log_window(lr)
         self.pending_eval = self.step % cfg.eval_interval == 0 or self.step == cfg.max_steps
+        if self.deadline is not None:  # a collective: every rank stops at the same step
+            late = torch.tensor([float(time.monotonic() >= self.deadline)], device=device)
+            self.out_of_time = bool(self.dist.max_(late).item())
+            self.pending_eval = self.pending_eval or self.out_of_time
         if not signum:
             return ""
         self.stop_signal = int(signum)
@@ -418,6 +437,8 @@ class Trainer:
         """Evaluate when due, else step, until the last step, an early stop or a signal;
         then score the best checkpoint on the whole validation split."""
         stopped = ""
+        if self.cfg.max_minutes is not None:
+            self.deadline = time.monotonic() + 60 * self.cfg.max_minutes
         self.trained.train()
         self.window_start = time.perf_counter()
         self.flag["started"] = 1  # from here a signal is a flag, answered with a checkpoint
