@@ -241,7 +241,7 @@ def test_cli_cuda_refusal_is_one_line(tmp_path: Path) -> None:
         result = bard_cli(*args)
         assert result.returncode == 2, result.stderr
         lines = [line for line in result.stderr.splitlines() if line.strip()]
-        assert lines[-1].startswith("bard: error: device='cuda' but "), result.stderr
+        assert lines[-1].startswith("bard: error: --device cuda but "), result.stderr
         assert "Traceback" not in result.stderr and "onnxruntime::" not in result.stderr
     assert not (tmp_path / "out").exists()
 
