@@ -73,10 +73,12 @@ def test_training_loss_adds_ar_and_tar_and_reports_plain_cross_entropy() -> None
     logits, targets = torch.randn(2, 5, 11), torch.randint(0, 11, (2, 5))
     raw = torch.randn(2, 5, 16)
     outputs = Outputs(raw, raw * 2)
-    cross_entropy = torch.nn.functional.cross_entropy(logits.reshape(-1, 11), targets.reshape(-1))
-    total, reported = training_loss(logits, targets, outputs, TrainConfig())
+    nll = torch.nn.functional.cross_entropy(logits.reshape(-1, 11), targets.reshape(-1),
+                                            reduction="none").reshape(2, 5)
+    cross_entropy = nll.mean()
+    total, reported = training_loss(nll, outputs, TrainConfig())
     assert torch.equal(total, reported) and torch.allclose(reported, cross_entropy)
-    total, reported = training_loss(logits, targets, outputs,
+    total, reported = training_loss(nll, outputs,
                                     TrainConfig(activation_reg=2.0, temporal_activation_reg=3.0))
     expected = (cross_entropy + 2.0 * (raw * 2).pow(2).mean()
                 + 3.0 * (raw[:, 1:] - raw[:, :-1]).pow(2).mean())
