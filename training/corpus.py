@@ -182,9 +182,8 @@ def document_name(path: Path | None) -> str:
 def utf8_pieces(path: Path | None, digest: Any = None, joined: bool = False
                 ) -> Iterator[tuple[bytes, int]]:
     """One document as (piece, byte offset) pairs, each piece ending on a character boundary;
-    every byte read is fed to `digest`. A NUL byte (binary data, or UTF-16) is refused, and so
-    is the document separator in a document that is `joined` to others (it would move where
-    the documents meet)."""
+    every byte read is fed to `digest`. A document `joined` to others is checked for binary
+    data and the separator (`check_text_bytes`)."""
     carry, offset, chunk = b"", 0, CHUNK_BYTES
     with open_document(path) as stream:
         while block := stream.read(chunk):
@@ -201,9 +200,14 @@ def utf8_pieces(path: Path | None, digest: Any = None, joined: bool = False
 
 
 def check_text_bytes(path: Path | None, piece: bytes, offset: int, joined: bool) -> None:
-    refused = [(b"\0", "a NUL byte: a binary file, or not UTF-8 text")]
-    if joined:
-        refused.append((SEPARATOR_BYTES, "the document separator U+001E"))
+    """In a corpus of several documents (a folder of files a user did not each look at), a NUL
+    byte means a binary file or UTF-16 saved as .txt, and U+001E would move where documents
+    meet: both are refused. One file named on its own is taken as the text it is (NULs and
+    all: any valid UTF-8 trains)."""
+    if not joined:
+        return
+    refused = [(b"\0", "a NUL byte: a binary file, or not UTF-8 text"),
+               (SEPARATOR_BYTES, "the document separator U+001E")]
     for byte, what in refused:
         at = piece.find(byte)
         if at >= 0:
