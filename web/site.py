@@ -66,12 +66,13 @@ def import_map(runtime: Runtime) -> str:
 
 def site_config(model: bard_sdk.Model, runtime: Runtime) -> dict[str, object]:
     """What bard.js needs beyond the manifest: where the files are, which manifest format this
-    bard reads, and the SDK's empty-prompt rule (the id a prompt-less generation starts from)."""
+    bard reads, and the SDK's empty-prompt rule (the id an empty prompt is read as, or null)."""
     entry = model.manifest.file("fp32")
     return {"generator": GENERATOR, "bard_version": __version__,
             "mode": "local", "format_version": bard_sdk.FORMAT_VERSION,
             "manifest": f"{MODEL_DIR}/{MANIFEST_FILE}", "model": f"{MODEL_DIR}/{entry.path}",
-            "empty_prompt_id": int(model.prime_id), "runtime": runtime.config()}
+            # null when the vocabulary has no newline: bard.js then refuses empty prompts
+            "empty_prompt_id": model.prime_id, "runtime": runtime.config()}
 
 
 def write_site_files(root: Path, model: bard_sdk.Model, runtime: Runtime) -> None:

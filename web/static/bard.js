@@ -539,7 +539,14 @@ export class Session {
   }
 
   async *_steps(settings) {
-    if (this.logits === null) await this._feedIds([this.model._emptyPromptId]);
+    if (this.logits === null) {
+      if (this.model._emptyPromptId === null) {
+        throw new BardError("this model's vocabulary has no newline, which an empty prompt " +
+                            "starts from: give a prompt of at least one character of the " +
+                            "vocabulary", "prompt");
+      }
+      await this._feedIds([this.model._emptyPromptId]);
+    }
     const tokens = new BigInt64Array(1);
     const tensor = new this.model.ort.Tensor("int64", tokens, [1, 1]);
     const made = [];
