@@ -439,6 +439,15 @@ def serve(
                           ] = 256,
     name: Annotated[str | None, Opt(help="Model id in the API (default: manifest name).")
                     ] = None,
+    max_body_bytes: Annotated[int, Opt(help="Largest request body; past it: HTTP 413.")
+                              ] = 1_000_000,
+    api_key: Annotated[str | None, Opt(envvar="BARD_API_KEY", show_envvar=True,
+                                       help="Require 'Authorization: Bearer KEY' on /v1 "
+                                            "(default: none; a warning beyond loopback).")
+                       ] = None,
+    cors_origin: Annotated[list[str] | None, Opt(help="Allow this browser origin (CORS; "
+                                                     "repeat for more; default: none).")
+                           ] = None,
     ray: Annotated[bool, Opt("--ray", help="Serve replicas on a local Ray Serve instance "
                                            "(the ray extra).")] = False,
     replicas: Annotated[int | None, Opt(help="With --ray: a fixed number of replicas "
@@ -475,7 +484,13 @@ def serve(
     import bard_sdk
 
     settings = serve_settings(model, device, variant, threads, max_active, max_queued, name)
-    options = ServeOptions(settings=settings, host=host, port=port)
+    if max_body_bytes < 1:
+        fail(f"--max-body-bytes must be at least 1, got {max_body_bytes}")
+    from bard.serve.guard import Guard
+
+    options = ServeOptions(settings=settings, host=host, port=port,
+                           guard=Guard(max_body_bytes=max_body_bytes, api_key=api_key or None,
+                                       cors_origins=tuple(cors_origin or ())))
     try:
         with user_errors(bard_sdk.BardError):
             run_server(options)

@@ -115,7 +115,10 @@ class Rows:
         self.state = self.state.select(index)
         self.logits = self.logits[index]
         self.keys, self.steps = self.keys[index], self.steps[index]
-        self.max_new, self.history = self.max_new[index], self.history[index]
+        # The stop history is as wide as the longest stop string of the rows that remain:
+        # a row's long stop is released when it leaves, never kept for the batch's life.
+        width = max((len(stop) for s in self.settings for stop in s.stops), default=1)
+        self.max_new, self.history = self.max_new[index], self.history[index, -width:]
         self._regroup()
 
     def sample(self, logits: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

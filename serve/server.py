@@ -7,11 +7,13 @@ names the port the kernel chose (tests and scripts read it instead of guessing a
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass, field
+import sys
+from dataclasses import dataclass, field, replace
 
 import uvicorn
 
 from .app import create_app
+from .guard import Guard, is_loopback
 from .settings import ServeSettings, build_engine, print_ready
 
 # Longer than any client pool keeps an idle connection (httpx and so the openai client: 5 s),
@@ -27,6 +29,7 @@ class ServeOptions:
     settings: ServeSettings = field(default_factory=ServeSettings)
     host: str = "127.0.0.1"
     port: int = 8000
+    guard: Guard = field(default_factory=Guard)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -39,10 +42,24 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def front_door(host: str, guard: Guard) -> tuple[Guard, str | None]:
+    """The guard for a bind address, and the one-line warning to print, if any. Beyond
+    loopback the Host names are the user's to choose (no check); without a key, a warning."""
+    if is_loopback(host):
+        return guard, None
+    warning = None if guard.api_key is not None else (
+        f"bard serve: warning: listening on {host} with no --api-key: anyone who can reach "
+        "it can use it")
+    return replace(guard, allowed_hosts=None), warning
+
+
 def serve(options: ServeOptions) -> None:
     """Run until SIGINT/SIGTERM; the engine closes with the app."""
     served = build_engine(options.settings)
-    app = create_app(served.engine, served.model_id)
+    guard, warning = front_door(options.host, options.guard)
+    if warning is not None:
+        print(warning, file=sys.stderr, flush=True)
+    app = create_app(served.engine, served.model_id, guard=guard)
     sock = bind(options.host, options.port)
     host, port = sock.getsockname()[:2]
     print_ready(served.model_id, served.model.device, host, port)

@@ -1,0 +1,49 @@
+"""Inputs the SDK bounds so that one caller cannot slow every other one (issue 21): stop
+strings have a documented maximum length and count, and a row's stop history leaves with it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import bard_sdk
+import pytest
+from bard_sdk.options import MAX_STOP_CHARS, MAX_STOPS
+from bard_sdk.scheduler import Scheduler
+
+from tests.sdk.test_scheduler import drain, request
+
+
+@pytest.fixture(scope="module")
+def model(tiny_artifact: Path) -> bard_sdk.Model:
+    return bard_sdk.load(tiny_artifact, device="cpu")
+
+
+@pytest.mark.parametrize("stop", [["e" * (MAX_STOP_CHARS + 1)], ["e"] * (MAX_STOPS + 1)])
+def test_stop_strings_have_a_documented_bound(model: bard_sdk.Model, stop: list[str]) -> None:
+    with pytest.raises(bard_sdk.InvalidArgumentError) as err:
+        model.generate("A", 3, stop=stop)
+    assert err.value.param == "stop"
+    with bard_sdk.Engine(model, max_active=2) as engine, \
+            pytest.raises(bard_sdk.InvalidArgumentError):
+        engine.submit("A", 3, stop=stop)
+    assert model.generate("A", 3, stop=["e" * MAX_STOP_CHARS], seed=1) == \
+        model.generate("A", 3, seed=1)
+
+
+def test_a_rows_stop_history_leaves_with_it(model: bard_sdk.Model) -> None:
+    scheduler = Scheduler(model, max_active=4, prefill_chunk=16)
+    long_stop = request(model, "A", 3, stop=["e" * MAX_STOP_CHARS], seed=1)
+    plain = request(model, "A", 40, seed=2)
+    for r in (long_stop, plain):
+        scheduler.add(r)
+    ended: set[int] = set()
+    for _ in range(100):
+        if long_stop.id in ended:
+            break
+        if len(scheduler.batch) == 2:
+            assert scheduler.batch.core.history.shape[1] == MAX_STOP_CHARS
+        ended.update(r.id for r, _ in scheduler.step())
+    assert ended == {long_stop.id} and len(scheduler.batch) == 1
+    assert scheduler.batch.core.history.shape[1] == 1, "the long stop's history was released"
+    outcomes = drain(scheduler)
+    assert outcomes[plain.id].text == model.generate("A", 40, seed=2)  # type: ignore[union-attr]
