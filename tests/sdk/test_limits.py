@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import bard_sdk
+import numpy as np
 import pytest
 from bard_sdk.options import MAX_STOP_CHARS, MAX_STOPS
 from bard_sdk.scheduler import Scheduler
@@ -47,3 +48,40 @@ def test_a_rows_stop_history_leaves_with_it(model: bard_sdk.Model) -> None:
     assert scheduler.batch.core.history.shape[1] == 1, "the long stop's history was released"
     outcomes = drain(scheduler)
     assert outcomes[plain.id].text == model.generate("A", 40, seed=2)  # type: ignore[union-attr]
+
+
+def returns_nan(step: int, ids: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    return np.full_like(logits, np.nan)
+
+
+def masks_everything(step: int, ids: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    return np.full_like(logits, -np.inf)
+
+
+def returns_strings(step: int, ids: np.ndarray, logits: np.ndarray) -> object:
+    return [["x"] * logits.shape[1]] * logits.shape[0]
+
+
+def returns_wrong_shape(step: int, ids: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    return logits[:, :-1]
+
+
+@pytest.mark.parametrize("processor", [returns_nan, masks_everything, returns_strings,
+                                       returns_wrong_shape])
+def test_a_bad_logits_processor_is_named(model: bard_sdk.Model, processor: object) -> None:
+    with pytest.raises(bard_sdk.InvalidArgumentError) as err:
+        model.generate("A", 5, logits_processors=[processor], seed=1)
+    assert processor.__name__ in str(err.value)  # type: ignore[attr-defined]
+    assert err.value.param == "logits_processors"
+
+
+def test_masking_some_logits_is_fine(model: bard_sdk.Model) -> None:
+    allowed = model.vocab.encode("ab")
+
+    def only_a_or_b(step: int, ids: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        masked = np.full_like(logits, -np.inf)
+        masked[:, allowed] = logits[:, allowed]
+        return masked
+
+    text = model.generate("A", 20, logits_processors=[only_a_or_b], seed=3)
+    assert len(text) == 20 and set(text) <= {"a", "b"}
