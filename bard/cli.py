@@ -448,6 +448,8 @@ def serve(
     cors_origin: Annotated[list[str] | None, Opt(help="Allow this browser origin (CORS; "
                                                      "repeat for more; default: none).")
                            ] = None,
+    drain_s: Annotated[float, Opt(help="On SIGTERM/SIGINT: seconds requests in flight get "
+                                       "to finish before they are ended.")] = 10.0,
     ray: Annotated[bool, Opt("--ray", help="Serve replicas on a local Ray Serve instance "
                                            "(the ray extra).")] = False,
     replicas: Annotated[int | None, Opt(help="With --ray: a fixed number of replicas "
@@ -488,7 +490,9 @@ def serve(
         fail(f"--max-body-bytes must be at least 1, got {max_body_bytes}")
     from bard.serve.guard import Guard
 
-    options = ServeOptions(settings=settings, host=host, port=port,
+    if not 0 <= drain_s <= 3600:
+        fail(f"--drain-s must be in [0, 3600], got {drain_s}")
+    options = ServeOptions(settings=settings, host=host, port=port, drain_s=drain_s,
                            guard=Guard(max_body_bytes=max_body_bytes, api_key=api_key or None,
                                        cors_origins=tuple(cors_origin or ())))
     try:

@@ -86,6 +86,9 @@ async def complete(engine: Engine, body: CompletionRequest, model_id: str,
                                  headers={"Cache-Control": "no-cache"})
     try:
         results = await results_unless_gone(requests, disconnected)
+    except EngineClosed as err:  # the server is shutting down (its drain period is over)
+        raise ApiError(503, f"the server is shutting down: {err}", kind="server_error",
+                       code="shutting_down") from None
     except BardError as err:
         raise ApiError(500, str(err), kind="server_error") from None
     finally:

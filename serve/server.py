@@ -6,11 +6,17 @@ names the port the kernel chose (tests and scripts read it instead of guessing a
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
 import socket
 import sys
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 import uvicorn
+from bard_sdk import Engine
 
 from .app import create_app
 from .guard import Guard, is_loopback
@@ -20,6 +26,10 @@ from .settings import ServeSettings, build_engine, print_ready
 # so the client always closes first. Equal timeouts race: a client reuses a connection at the
 # moment the server closes it, and its request fails (seen at 128 streaming callers).
 KEEP_ALIVE_S = 75
+# On SIGTERM/SIGINT, requests in flight get this long to finish (--drain-s), then the engine
+# closes and what is left ends with an error; FLUSH_S more lets those last replies go out.
+DEFAULT_DRAIN_S = 10.0
+FLUSH_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -30,6 +40,36 @@ class ServeOptions:
     host: str = "127.0.0.1"
     port: int = 8000
     guard: Guard = field(default_factory=Guard)
+    drain_s: float = DEFAULT_DRAIN_S
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, stopped gracefully: on SIGTERM/SIGINT it stops accepting, lets requests in
+    flight finish for `drain_s`, then closes the engine, so what is left ends cleanly (a
+    stream with an error event, a plain request with a 503), and the process exits 0."""
+
+    def __init__(self, config: uvicorn.Config, engine: Engine, drain_s: float) -> None:
+        super().__init__(config)
+        self.engine, self.drain_s = engine, drain_s
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        asyncio.get_running_loop().call_later(self.drain_s, self.engine.close)
+        await super().shutdown(sockets)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """SIGINT and SIGTERM start the shutdown; unlike uvicorn's own, the signal is not
+        raised again afterwards: a drained server exits 0."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit)
+                    for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -64,9 +104,10 @@ def serve(options: ServeOptions) -> None:
     host, port = sock.getsockname()[:2]
     print_ready(served.model_id, served.model.device, host, port)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=5, timeout_keep_alive=KEEP_ALIVE_S)
+                            timeout_graceful_shutdown=options.drain_s + FLUSH_S,
+                            timeout_keep_alive=KEEP_ALIVE_S)
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        DrainingServer(config, served.engine, options.drain_s).run(sockets=[sock])
     finally:
         served.engine.close()
         sock.close()

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -215,3 +216,47 @@ def test_routing_errors_get_openai_errors(guarded: Server) -> None:
     assert_openai_error(httpx.get(guarded.url + "/v1/nothing-here"), 404)
     assert_openai_error(httpx.delete(guarded.url + "/v1/completions"), 405)
     assert_openai_error(httpx.get(guarded.url + "/v1/completions"), 405)
+
+
+# -------------------------------------------------------------- row 8: graceful shutdown
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_shutdown_drains_then_ends_cleanly(tiny_artifact: Path, sig: signal.Signals) -> None:
+    running = start_server(tiny_artifact, "--max-active", "8", "--drain-s", "1.5")
+    url = running.url + "/v1/completions"
+    endless = {"model": running.model, "prompt": "A", "max_tokens": 100_000}
+    outcomes: dict[str, object] = {}
+
+    def stream(name: str) -> None:
+        with httpx.stream("POST", url, json={**endless, "stream": True}, timeout=30) as reply:
+            outcomes[name] = [line for line in reply.iter_lines() if line.startswith("data:")]
+
+    def plain(name: str, body: dict) -> None:
+        outcomes[name] = httpx.post(url, json=body, timeout=30)
+
+    workers = [threading.Thread(target=stream, args=(f"stream{i}",)) for i in range(2)]
+    workers.append(threading.Thread(target=plain, args=("long", endless)))
+    try:
+        for worker in workers:
+            worker.start()
+        assert wait_for(lambda: active_rows(running) == 3, 20)
+        short = threading.Thread(target=plain, args=("short", {
+            "model": running.model, "prompt": "B", "max_tokens": 200}))
+        short.start()
+        time.sleep(0.2)
+        running.process.send_signal(sig)
+        for worker in [*workers, short]:
+            worker.join(30)
+        assert running.process.wait(30) == 0, running.log
+    finally:
+        stop_server(running.process)
+    assert not any("Traceback" in line for line in running.log), running.log
+    short_reply = outcomes["short"]
+    assert isinstance(short_reply, httpx.Response) and short_reply.status_code == 200
+    assert len(short_reply.json()["choices"][0]["text"]) == 200  # finished within the drain
+    long_reply = outcomes["long"]
+    assert isinstance(long_reply, httpx.Response)
+    assert assert_openai_error(long_reply, 503)["code"] == "shutting_down"
+    for name in ("stream0", "stream1"):
+        events = outcomes[name]
+        assert isinstance(events, list) and events, name
+        assert "error" in json.loads(events[-1][len("data:"):]), events[-1]
