@@ -450,6 +450,12 @@ def serve(
                            ] = None,
     drain_s: Annotated[float, Opt(help="On SIGTERM/SIGINT: seconds requests in flight get "
                                        "to finish before they are ended.")] = 10.0,
+    header_timeout_s: Annotated[float, Opt(help="Seconds a client may take to send a "
+                                                "request's headers.")] = 10.0,
+    body_timeout_s: Annotated[float, Opt(help="Seconds between two parts of a request body; "
+                                              "past it: HTTP 408.")] = 30.0,
+    max_connections: Annotated[int, Opt(help="Open connections at once; past it: HTTP 503.")
+                               ] = 512,
     ray: Annotated[bool, Opt("--ray", help="Serve replicas on a local Ray Serve instance "
                                            "(the ray extra).")] = False,
     replicas: Annotated[int | None, Opt(help="With --ray: a fixed number of replicas "
@@ -492,8 +498,15 @@ def serve(
 
     if not 0 <= drain_s <= 3600:
         fail(f"--drain-s must be in [0, 3600], got {drain_s}")
+    for flag, value in (("--header-timeout-s", header_timeout_s),
+                        ("--body-timeout-s", body_timeout_s),
+                        ("--max-connections", max_connections)):
+        if not value > 0:
+            fail(f"{flag} must be positive, got {value}")
     options = ServeOptions(settings=settings, host=host, port=port, drain_s=drain_s,
+                           header_timeout_s=header_timeout_s, max_connections=max_connections,
                            guard=Guard(max_body_bytes=max_body_bytes, api_key=api_key or None,
+                                       body_timeout_s=body_timeout_s,
                                        cors_origins=tuple(cors_origin or ())))
     try:
         with user_errors(bard_sdk.BardError):

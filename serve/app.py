@@ -128,7 +128,7 @@ def create_app(engine: Engine, model_id: str, *, max_tokens_limit: int = 100_000
 def add_guard(app: FastAPI, guard: Guard) -> None:
     """The front door, outermost first: Host check, CORS (off unless origins are named), API
     key, body limit. (Starlette runs the middleware added last first.)"""
-    app.add_middleware(BodyLimit, limit=guard.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=guard.max_body_bytes, timeout_s=guard.body_timeout_s)
     if guard.api_key is not None:
         app.add_middleware(ApiKey, key=guard.api_key)
     if guard.cors_origins:

@@ -7,6 +7,7 @@ for the origins named. Every refusal is an OpenAI-shaped error body.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -32,6 +33,7 @@ class Guard:
     """The front door's settings (every default safe for a loopback bind)."""
 
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    body_timeout_s: float = 30.0
     api_key: str | None = None
     cors_origins: tuple[str, ...] = ()
     # Host headers accepted (names without port); None accepts any (a non-loopback bind).
@@ -61,12 +63,19 @@ def header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+class BodyTooSlow(HTTPException):
+    def __init__(self, seconds: float) -> None:
+        super().__init__(408, f"the request body did not arrive within {seconds:g} s "
+                              "(--body-timeout-s)")
+
+
 class BodyLimit:
     """413 for a body over `limit` bytes: at once from its Content-Length, or as soon as the
-    bytes read pass it (a chunked body has no length to trust)."""
+    bytes read pass it (a chunked body has no length to trust); 408 when the next part of the
+    body takes longer than `timeout_s` to arrive."""
 
-    def __init__(self, app: Asgi, limit: int) -> None:
-        self.app, self.limit = app, limit
+    def __init__(self, app: Asgi, limit: int, timeout_s: float = 30.0) -> None:
+        self.app, self.limit, self.timeout_s = app, limit, timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -77,13 +86,19 @@ class BodyLimit:
             await send_error(send, 413, f"request body is larger than {self.limit} bytes "
                                         "(--max-body-bytes)", code="body_too_large")
             return
-        received = 0
+        received, complete = 0, False
 
         async def limited() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, complete
+            if complete:  # the body is in: what comes next is the disconnect, whenever
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.timeout_s)
+            except asyncio.TimeoutError:
+                raise BodyTooSlow(self.timeout_s) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
                 if received > self.limit:
                     raise BodyTooLarge(self.limit)
             return message

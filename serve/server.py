@@ -21,6 +21,7 @@ from bard_sdk import Engine
 from .app import create_app
 from .guard import Guard, is_loopback
 from .settings import ServeSettings, build_engine, print_ready
+from .timeouts import DEFAULT_HEADER_TIMEOUT_S, header_timeout_protocol
 
 # Longer than any client pool keeps an idle connection (httpx and so the openai client: 5 s),
 # so the client always closes first. Equal timeouts race: a client reuses a connection at the
@@ -30,6 +31,9 @@ KEEP_ALIVE_S = 75
 # closes and what is left ends with an error; FLUSH_S more lets those last replies go out.
 DEFAULT_DRAIN_S = 10.0
 FLUSH_S = 2.0
+# Connections (and requests in them) at once; past it uvicorn answers 503 at once, so a
+# flood of idle sockets cannot use up the process's file descriptors.
+DEFAULT_MAX_CONNECTIONS = 512
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,8 @@ class ServeOptions:
     port: int = 8000
     guard: Guard = field(default_factory=Guard)
     drain_s: float = DEFAULT_DRAIN_S
+    header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
 
 
 class DrainingServer(uvicorn.Server):
@@ -105,7 +111,9 @@ def serve(options: ServeOptions) -> None:
     print_ready(served.model_id, served.model.device, host, port)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
                             timeout_graceful_shutdown=options.drain_s + FLUSH_S,
-                            timeout_keep_alive=KEEP_ALIVE_S)
+                            timeout_keep_alive=KEEP_ALIVE_S,
+                            http=header_timeout_protocol(options.header_timeout_s),
+                            limit_concurrency=options.max_connections)
     try:
         DrainingServer(config, served.engine, options.drain_s).run(sockets=[sock])
     finally:

@@ -260,3 +260,42 @@ def test_shutdown_drains_then_ends_cleanly(tiny_artifact: Path, sig: signal.Sign
         events = outcomes[name]
         assert isinstance(events, list) and events, name
         assert "error" in json.loads(events[-1][len("data:"):]), events[-1]
+
+
+# ------------------------------------------------ row 7: slow clients, too many connections
+def connect(server: Server) -> socket.socket:
+    where = urlsplit(server.url)
+    return socket.create_connection((where.hostname, where.port), timeout=10)
+
+
+def test_slow_clients_are_cut_off_and_connections_capped(tiny_artifact: Path) -> None:
+    running = start_server(tiny_artifact, "--max-active", "2", "--header-timeout-s", "1",
+                           "--body-timeout-s", "1", "--max-connections", "4")
+    try:
+        where = urlsplit(running.url)
+        slow_headers = connect(running)  # a byte of headers, then nothing
+        slow_headers.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: ")
+        assert slow_headers.recv(1024) == b"", "closed after the header deadline"
+        slow_headers.close()
+        body = json.dumps({"model": running.model, "prompt": "A"}).encode()
+        slow_body = connect(running)
+        slow_body.sendall(f"POST /v1/completions HTTP/1.1\r\nHost: {where.netloc}\r\n"
+                          f"Content-Type: application/json\r\nContent-Length: {len(body)}"
+                          "\r\n\r\n".encode() + body[:5])
+        reply = slow_body.recv(65536).decode()
+        slow_body.close()
+        assert reply.startswith("HTTP/1.1 408"), reply
+        assert json.loads(reply.split("\r\n\r\n", 1)[1])["error"]["message"]
+        idle = [connect(running) for _ in range(4)]
+        try:
+            time.sleep(0.3)
+            refused = httpx.get(running.url + "/health", timeout=5)
+            assert refused.status_code == 503
+        finally:
+            for sock in idle:
+                sock.close()
+        assert wait_for(lambda: httpx.get(running.url + "/health", timeout=5).status_code
+                        == 200, 10)
+    finally:
+        stop_server(running.process)
+    assert not any("Traceback" in line for line in running.log), running.log
