@@ -1,15 +1,17 @@
-"""Inputs the SDK bounds so that one caller cannot slow every other one (issue 21): stop
-strings have a documented maximum length and count, and a row's stop history leaves with it."""
+"""What the SDK bounds so that one caller cannot slow every other one (issue 21): stop strings,
+a bad logits processor, the text a stream keeps, the prefill budget."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import bard_sdk
 import numpy as np
 import pytest
+from bard_sdk.engine import PREFILL_SHARE
 from bard_sdk.options import MAX_STOP_CHARS, MAX_STOPS
-from bard_sdk.scheduler import Scheduler
+from bard_sdk.scheduler import STREAM_KEEP_CHARS, PrefillBudget, Scheduler
 
 from tests.sdk.test_scheduler import drain, request
 
@@ -85,3 +87,38 @@ def test_masking_some_logits_is_fine(model: bard_sdk.Model) -> None:
 
     text = model.generate("A", 20, logits_processors=[only_a_or_b], seed=3)
     assert len(text) == 20 and set(text) <= {"a", "b"}
+
+
+def test_a_stream_keeps_only_its_unread_text(model: bard_sdk.Model) -> None:
+    n = 20_000
+    with bard_sdk.Engine(model, max_active=2) as engine:
+        request = engine.submit("A", n, seed=4)
+        pieces, kept = [], []
+        for piece in request:
+            pieces.append(piece)
+            rows = list(engine.scheduler.batch.rows)
+            if rows:
+                kept.append(len(rows[0].produced))
+        done = request.result()
+    assert "".join(pieces) == model.generate("A", n, seed=4)
+    assert kept and max(kept) < 2 * STREAM_KEEP_CHARS < n, max(kept)
+    assert (done.text, done.completion_chars) == ("", n)
+
+
+def test_prefill_budget_spaces_chunks_out_while_rows_generate() -> None:
+    """A chunk that cost 10 decode steps' time waits until the steps have earned it back at
+    PREFILL_SHARE: the generating rows keep 1 / (1 + share) of their pace at least."""
+    budget = PrefillBudget(PREFILL_SHARE)
+    assert budget.allows(generating=True)  # nothing spent yet: the first chunk runs at once
+    budget.spent(0.010)
+    steps = 0
+    while not budget.allows(generating=True):
+        budget.earned(0.001)
+        steps += 1
+    assert steps == math.ceil(10 / PREFILL_SHARE)
+    assert budget.allows(generating=False)  # nothing generating: read prompts every step
+    for _ in range(1000):  # a long stretch of decoding buys no burst of chunks later
+        budget.earned(0.001)
+    budget.spent(0.010)
+    budget.spent(0.010)
+    assert not budget.allows(generating=True)
