@@ -11,7 +11,7 @@ GPU_PY := $(GPU_VENV)/bin/python
 TORCH_GPU ?= torch==2.13.0
 GPU_OUT ?= gpu-check-results
 
-.PHONY: install browser demo test lint bench clean gpu-check
+.PHONY: install browser web-runtime demo test lint bench clean gpu-check
 
 # onnxruntime and onnxruntime-gpu are one module under two names (README "Install"): drop
 # whichever an older install left, so the install below brings exactly the one bard asks for.
@@ -32,6 +32,15 @@ browser:
 	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
 	  || echo "note: chromium is not installed; the playground browser test will be skipped"
 
+# onnxruntime-web, pinned by web/package-lock.json, for the browser tests and for offline sites
+# (`bard web --runtime web`); without npm the browser tests are skipped and say why.
+web-runtime: web/node_modules/.installed
+
+web/node_modules/.installed: web/package.json web/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  cd web && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error && touch node_modules/.installed; \
+	else echo "note: npm is not installed; the bard web browser tests will be skipped"; fi
+
 demo: install
 	@echo "== the shipped model (no training needed) =="
 	$(BARD) generate "ROMEO:" -n 300 --temperature 0.8 --seed 1
@@ -41,7 +50,7 @@ demo: install
 	$(BARD) export runs/demo --out runs/demo-artifact --quantize int8
 	$(BARD) generate "ROMEO:" --model runs/demo-artifact -n 200 --seed 1
 
-test: install browser
+test: install browser web-runtime
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -q
 

@@ -532,6 +532,47 @@ def serve_settings(model: Path | None, device: str, variant: str, threads: int |
         fail(f"--{'-'.join(map(str, first['loc'])).replace('_', '-')}: {first['msg']}")
 
 
+# ---------------------------------------------------------------------------- web
+
+
+@app.command()
+def web(
+    out: Annotated[Path, Opt(help="Folder to write the static site into.")],
+    model: Annotated[Path | None, Opt(help="Artifact directory (default: bundled).")] = None,
+    runtime: Annotated[str, Opt(help="onnxruntime-web: 'cdn' (the pinned release, fetched by "
+                                     "the reader's browser) or the folder of a local `npm "
+                                     "install onnxruntime-web` (copied in: works offline).")
+                       ] = "cdn",
+    webgpu: Annotated[bool, Opt(help="Include the WebGPU build (used where the browser has "
+                                     "WebGPU; WASM otherwise).")] = True,
+    serve: Annotated[bool, Opt("--serve", help="Then serve the site on this machine "
+                                               "(cross-origin isolated: WASM threads work).")
+                     ] = False,
+    host: Annotated[str, Opt(help="With --serve: address to bind.")] = "127.0.0.1",
+    port: Annotated[int, Opt(help="With --serve: TCP port; 0 picks a free one.")] = 8000,
+) -> None:
+    """Write a static site that runs the model in the reader's browser (onnxruntime-web)."""
+    import bard_sdk
+
+    from bard.web.site import SiteRequest, build_site
+
+    if not 0 <= port <= 65535:
+        fail(f"--port must be in [0, 65535], got {port}")
+    with user_errors(bard_sdk.BardError):
+        result = build_site(SiteRequest(out=out, model=model, runtime=runtime, webgpu=webgpu))
+    source = ("copied from " + str(result.runtime.copy_from) if result.runtime.copy_from
+              else "from " + result.runtime.base)
+    typer.echo(f"wrote {result.out} ({result.bytes / 2**20:.1f} MiB): onnxruntime-web "
+               f"{result.runtime.version} {source}")
+    if serve:
+        from bard.web.preview import serve as serve_site
+
+        try:
+            serve_site(result.out, host, port)
+        except OSError as err:
+            fail(f"cannot serve on {host}:{port}: {err.strerror or err}")
+
+
 def parse_autoscale(value: str) -> tuple[int, int]:
     low, sep, high = value.partition(":")
     try:

@@ -190,7 +190,9 @@ def _export(request: ExportRequest, notes: str) -> ExportResult:
             provenance["parity"] = {"max_logits_diff": parity.max_logits_diff,
                                     "max_state_diff": parity.max_state_diff,
                                     "stepwise_max_diff": parity.stepwise_max_diff,
-                                    "greedy_chars_identical": parity.greedy_chars}
+                                    "greedy_chars_identical": parity.greedy_chars,
+                                    "greedy_near_tie_at": parity.greedy_near_tie_at,
+                                    "worst_share_of_limit": parity.worst_fraction}
             manifest = write_manifest(tmp, fields)
             heldout = [evaluate_heldout(sdk_model, path) for path in request.heldout]
             write_card(tmp, str(request.out), fields, bard_sdk.load(tmp, device="cpu"),

@@ -6,11 +6,16 @@ batching, stop strings and seeds are the SDK's engine's.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from importlib import resources
 from typing import Any
 
+from bard.web.playground import (
+    PLAYGROUND_ASSETS,
+    playground_asset,
+    playground_page,
+    server_config,
+)
 from bard_sdk import Engine
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -19,7 +24,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request as HttpRequest
 
-from .completions import Limits, complete, json_dumps
+from .completions import Limits, complete
 from .guard import ApiKey, BodyLimit, Guard, HostCheck
 from .openai_api import ApiError, CompletionRequest, error_body, model_card, now
 
@@ -82,8 +87,12 @@ class Routes:
         return model_card(self.model_id, self.created)
 
     async def playground(self) -> HTMLResponse:
-        page = resources.files("bard.serve").joinpath("playground.html").read_text("utf-8")
-        return HTMLResponse(page.replace("{{MODEL}}", json_dumps(self.model_id)))
+        """The writing room (bard.web), talking to this server. Nothing is templated into the
+        page: the model id reaches it inside bard-site.json, and the page puts it in as text."""
+        return HTMLResponse(playground_page())
+
+    async def playground_config(self) -> JSONResponse:
+        return JSONResponse(server_config(self.model_id))
 
     async def completions(self, body: CompletionRequest, http: HttpRequest) -> Response:
         return await complete(self.engine, body, self.model_id, self.limits,
@@ -120,9 +129,19 @@ def create_app(engine: Engine, model_id: str, *, max_tokens_limit: int = 100_000
     app.add_api_route("/v1/models", routes.models, methods=["GET"])
     app.add_api_route("/v1/models/{name}", routes.one_model, methods=["GET"])
     app.add_api_route("/", routes.playground, methods=["GET"], response_class=HTMLResponse)
+    app.add_api_route("/bard-site.json", routes.playground_config, methods=["GET"])
+    for name in PLAYGROUND_ASSETS:
+        app.add_api_route(f"/{name}", asset_route(name), methods=["GET"])
     app.add_api_route("/v1/completions", routes.completions, methods=["POST"],
                       response_model=None)
     return app
+
+
+def asset_route(name: str) -> Callable[[], Coroutine[Any, Any, Response]]:
+    async def asset() -> Response:
+        text, media_type = playground_asset(name)
+        return Response(text, media_type=media_type)
+    return asset
 
 
 def add_guard(app: FastAPI, guard: Guard) -> None:

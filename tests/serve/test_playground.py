@@ -27,7 +27,7 @@ def test_playground_streams_the_models_text(server: Server, tiny_artifact: Path,
         try:
             page = browser.new_page()
             page.goto(server.url + "/")
-            assert page.title() == "bard playground"
+            assert page.title() == "bard writing room"
             assert page.locator("#model").inner_text() == server.model
             page.fill("#prompt", "JULIET:")
             page.fill("#length", "150")
@@ -40,6 +40,8 @@ def test_playground_streams_the_models_text(server: Server, tiny_artifact: Path,
                 timeout=60_000)
             assert page.locator("#generated").text_content() == expected
             assert "150 characters" in page.locator("#status").inner_text()
+            # The server sends no probabilities (yet): the room says so instead of colouring.
+            assert page.locator("#surprisal").is_disabled()
             shot = page.screenshot(path=str(tmp_path / "playground.png"), full_page=True)
             assert shot[:8] == b"\x89PNG\r\n\x1a\n"
         finally:
