@@ -625,6 +625,23 @@ def serve(
                           ] = 256,
     name: Annotated[str | None, Opt(help="Model id in the API (default: manifest name).")
                     ] = None,
+    max_body_bytes: Annotated[int, Opt(help="Largest request body; past it: HTTP 413.")
+                              ] = 1_000_000,
+    api_key: Annotated[str | None, Opt(envvar="BARD_API_KEY", show_envvar=True,
+                                       help="Require 'Authorization: Bearer KEY' on /v1 "
+                                            "(default: none; a warning beyond loopback).")
+                       ] = None,
+    cors_origin: Annotated[list[str] | None, Opt(help="Allow this browser origin (CORS; "
+                                                     "repeat for more; default: none).")
+                           ] = None,
+    drain_s: Annotated[float, Opt(help="On SIGTERM/SIGINT: seconds requests in flight get "
+                                       "to finish before they are ended.")] = 10.0,
+    header_timeout_s: Annotated[float, Opt(help="Seconds a client may take to send a "
+                                                "request's headers.")] = 10.0,
+    body_timeout_s: Annotated[float, Opt(help="Seconds between two parts of a request body; "
+                                              "past it: HTTP 408.")] = 30.0,
+    max_connections: Annotated[int, Opt(help="Open connections at once; past it: HTTP 503.")
+                               ] = 512,
     ray: Annotated[bool, Opt("--ray", help="Serve replicas on a local Ray Serve instance "
                                            "(the ray extra).")] = False,
     replicas: Annotated[int | None, Opt(help="With --ray: a fixed number of replicas "
@@ -661,7 +678,22 @@ def serve(
     import bard_sdk
 
     settings = serve_settings(model, device, variant, threads, max_active, max_queued, name)
-    options = ServeOptions(settings=settings, host=host, port=port)
+    if max_body_bytes < 1:
+        fail(f"--max-body-bytes must be at least 1, got {max_body_bytes}")
+    from bard.serve.guard import Guard
+
+    if not 0 <= drain_s <= 3600:
+        fail(f"--drain-s must be in [0, 3600], got {drain_s}")
+    for flag, value in (("--header-timeout-s", header_timeout_s),
+                        ("--body-timeout-s", body_timeout_s),
+                        ("--max-connections", max_connections)):
+        if not value > 0:
+            fail(f"{flag} must be positive, got {value}")
+    options = ServeOptions(settings=settings, host=host, port=port, drain_s=drain_s,
+                           header_timeout_s=header_timeout_s, max_connections=max_connections,
+                           guard=Guard(max_body_bytes=max_body_bytes, api_key=api_key or None,
+                                       body_timeout_s=body_timeout_s,
+                                       cors_origins=tuple(cors_origin or ())))
     try:
         with user_errors(bard_sdk.BardError):
             run_server(options)

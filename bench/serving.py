@@ -29,6 +29,7 @@ from typing import Any
 
 import bard_sdk
 
+from .long_prompts import long_prompt_ratios
 from .procfs import cpu_seconds
 from .server_process import ServerProcess
 from .server_process import start_server as start
@@ -297,6 +298,8 @@ def run_serving_bench(artifact: Path | None, quick: bool, out_dir: Path,
             # on cores of its own (clients elsewhere)
             report.ratios[f"HTTP server capacity (CPU per char) / batched @{callers}"] = (
                 batched.cpu_ms_per_kchar / http.server_cpu_ms_per_kchar)
+    print("  long prompts beside a short request (engine)", file=sys.stderr)
+    report.ratios.update(long_prompt_ratios(model, quick))
     write_serving(report, out_dir)
     return report
 

@@ -115,7 +115,10 @@ class Rows:
         self.state = self.state.select(index)
         self.logits = self.logits[index]
         self.keys, self.steps = self.keys[index], self.steps[index]
-        self.max_new, self.history = self.max_new[index], self.history[index]
+        # The stop history is as wide as the longest stop string of the rows that remain:
+        # a row's long stop is released when it leaves, never kept for the batch's life.
+        width = max((len(stop) for s in self.settings for stop in s.stops), default=1)
+        self.max_new, self.history = self.max_new[index], self.history[index, -width:]
         self._regroup()
 
     def sample(self, logits: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -254,11 +257,8 @@ class Generator:
             logits = np.array(rows.logits, dtype=np.float32, copy=True)
             step = int(rows.steps[0])
             for processor in self._processors:
-                logits = np.asarray(processor(step, ids_so_far, logits), dtype=np.float32)
-                if logits.shape != rows.logits.shape:
-                    raise InvalidArgumentError(
-                        f"a logits processor returned shape {logits.shape}; expected "
-                        f"{rows.logits.shape}")
+                logits = checked_logits(processor, processor(step, ids_so_far, logits),
+                                        rows.logits.shape)
         ids, stop_len = rows.sample(logits)
         self._record(ids)
         index = self._index
@@ -347,3 +347,26 @@ class Generator:
         self._out, self._lengths = self._out[keep], self._lengths[keep]
         if len(keep):
             self._rows.keep(keep)
+
+
+def checked_logits(processor: object, returned: object, shape: tuple[int, ...]) -> np.ndarray:
+    """A logits processor's output as float32 logits, or an InvalidArgumentError naming the
+    processor: a number array of the batch's shape, no NaN or +inf, and in every row at least
+    one finite logit (all -inf leaves nothing to sample). A few vector operations per step,
+    and only when processors are given."""
+    name = getattr(processor, "__qualname__", None) or type(processor).__name__
+    array = np.asarray(returned)
+    if array.dtype.kind not in "fiu":
+        raise InvalidArgumentError(f"logits processor {name} returned {array.dtype} values; "
+                                   "expected numbers", param="logits_processors")
+    if array.shape != shape:
+        raise InvalidArgumentError(f"logits processor {name} returned shape {array.shape}; "
+                                   f"expected {shape}", param="logits_processors")
+    logits = array.astype(np.float32, copy=False)
+    if np.isnan(logits).any() or np.isposinf(logits).any():
+        raise InvalidArgumentError(f"logits processor {name} returned NaN or +inf",
+                                   param="logits_processors")
+    if not np.isfinite(logits).any(axis=-1).all():
+        raise InvalidArgumentError(f"logits processor {name} left a row with no finite logit "
+                                   "(all -inf): nothing can be sampled", param="logits_processors")
+    return logits

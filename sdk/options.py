@@ -25,6 +25,10 @@ from .vocab import OnUnknown, Vocabulary
 MAX_NEW_CHARS = 10**9
 SEED_LIMIT = 2**64  # seeds are 64-bit: 0 <= seed < 2**64
 MAX_BEAMS = 256
+# Stop strings are matched against each row's last characters every step: their length and
+# number bound that work (and the per-row history it keeps), so both have a documented limit.
+MAX_STOP_CHARS = 1024
+MAX_STOPS = 16
 
 
 @dataclass(frozen=True, eq=False)
@@ -151,7 +155,13 @@ def check_stops(stop: object, vocab: Vocabulary) -> list[str]:
         raise InvalidArgumentError(
             f"stop must be a non-empty string or a list of them, got {describe(stop)}",
             param="stop")
+    if len(stops) > MAX_STOPS:
+        raise InvalidArgumentError(f"stop may hold at most {MAX_STOPS} strings, got "
+                                   f"{len(stops)}", param="stop")
     for s in stops:
+        if len(s) > MAX_STOP_CHARS:
+            raise InvalidArgumentError(f"a stop string may be at most {MAX_STOP_CHARS} "
+                                       f"characters, got one of {len(s)}", param="stop")
         unknown = sorted({ch for ch in s if ch not in vocab})
         if unknown:
             raise InvalidArgumentError(

@@ -41,7 +41,7 @@ STREAM_WAKES_PER_S = 1000
 class Completion:
     """What one request produced, and why it ended."""
 
-    text: str
+    text: str  # "" for a request read as a stream: its text went out piece by piece
     finish_reason: FinishReason
     prompt_chars: int
     completion_chars: int
@@ -188,6 +188,9 @@ class Request:
         self.include_stop = include_stop
         self.mailbox = Mailbox(wakeups)
         self.cancelled = False
+        # Read as a stream: the engine keeps only the text not handed over yet, and the
+        # completion carries no text (the caller has had it, piece by piece).
+        self.streamed = False
         self._on_cancel = on_cancel
 
     def cancel(self) -> None:
@@ -207,6 +210,7 @@ class Request:
 
     def __iter__(self) -> Iterator[str]:
         """Text as it is made; leaving the loop early cancels the request."""
+        self.streamed = True
         try:
             while True:
                 text, finished = self.mailbox.take(pieces=True)
@@ -230,6 +234,7 @@ class Request:
             raise
 
     async def __aiter__(self) -> AsyncIterator[str]:
+        self.streamed = True
         try:
             while True:
                 text, finished = await self.mailbox.atake(pieces=True)

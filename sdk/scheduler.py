@@ -8,7 +8,9 @@ leave a running batch between any two steps (iteration-level scheduling, as in O
    its row within one step),
 2. admits queued requests, oldest first, up to `max_active` rows in flight,
 3. runs one prefill chunk for every row still reading its prompt (`Prefill`: at most
-   `prefill_chunk` characters per row, so a long prompt never stalls the rows that generate),
+   `prefill_chunk` characters per row), when the prefill budget allows (`PrefillBudget`: while
+   rows generate, prompts take at most `prefill_share` times the decode steps' time, so a
+   long prompt never stalls the rows that generate),
 4. runs one decode step for every generating row (`RunningBatch`): sample, hand the text to
    the request, retire the rows that end, feed the rest with the rows that just joined.
 
@@ -19,6 +21,7 @@ alone (same prefill semantics, same random stream keyed by (seed, step), same st
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -34,18 +37,23 @@ from .requests import Completion, FinishReason, Outcome, Request
 Finished = list[tuple[Request, Outcome]]
 """The requests that ended in one step, each with its completion or error."""
 
+# A stream (a request its caller iterates) drops the text it has handed over once this much has
+# gone out: what the engine holds for it stays bounded however long it runs.
+STREAM_KEEP_CHARS = 4096
+
 
 class Row:
     """A request inside the engine: where its prompt is read up to, and the text it has made
     and handed over (with the hold-back that keeps a stop string's start out of a stream)."""
 
-    __slots__ = ("cursor", "held", "produced", "request", "sent")
+    __slots__ = ("cursor", "dropped", "held", "produced", "request", "sent")
 
     def __init__(self, request: Request) -> None:
         self.request = request
         self.cursor = 0  # prompt characters fed so far
         self.produced: list[str] = []
-        self.sent = 0  # characters handed to the caller
+        self.sent = 0  # characters of `produced` handed to the caller
+        self.dropped = 0  # characters handed over and no longer kept (a stream's)
         longest_stop = max((len(s) for s in request.stops), default=0)
         # Without the stop string in the text, the last few characters wait until they
         # cannot be the start of one.
@@ -58,6 +66,10 @@ class Row:
             self.request.mailbox.put("".join(self.produced[self.sent : len(self.produced)
                                                            - self.held]))
             self.sent = len(self.produced) - self.held
+            if self.sent >= STREAM_KEEP_CHARS and self.request.streamed:
+                del self.produced[: self.sent]  # a stream keeps only its unread text
+                self.dropped += self.sent
+                self.sent = 0
 
     def finish(self, ch: str | None, reason: FinishReason, stop_len: int) -> Completion:
         """The row's last character (None when cancelled) and why it ends: hands over the
@@ -70,7 +82,9 @@ class Row:
             text = text[: len(text) - stop_len]
         if len(text) > self.sent:
             request.mailbox.put(text[self.sent :])
-        return Completion(text, reason, request.prompt_chars, len(self.produced))
+        made = self.dropped + len(self.produced)
+        # A stream's text went out piece by piece and is not kept: its completion has none.
+        return Completion("" if request.streamed else text, reason, request.prompt_chars, made)
 
 
 @dataclass
@@ -211,14 +225,43 @@ class RunningBatch:
         return ids[keep], len(ends) - len(keep)
 
 
+class PrefillBudget:
+    """How much of the engine's time prompts may take while rows generate (vLLM's chunked
+    prefill bounds the tokens of a step; a character model's chunk is a sequential pass, so
+    the bound here is time): each decode step earns `share` times its own duration, and a
+    prefill chunk runs once the credit covers what the last one cost. The rows that generate
+    then keep at least 1 / (1 + share) of their pace alone, and long prompts are still read in
+    full-width chunks (no small, overhead-bound calls). With no row generating, prompts are
+    read every step."""
+
+    def __init__(self, share: float) -> None:
+        self.share = share
+        self.credit = 0.0  # seconds of prefill the decode steps have earned
+        self.last_chunk_s = 0.0  # what the last chunk cost
+
+    def allows(self, generating: bool) -> bool:
+        return not generating or self.credit >= self.last_chunk_s
+
+    def spent(self, seconds: float) -> None:
+        self.last_chunk_s = seconds
+        self.credit = max(0.0, self.credit - seconds)
+
+    def earned(self, seconds: float) -> None:
+        # capped: an idle stretch of decoding must not buy a burst of prefill later
+        self.credit = min(self.credit + self.share * seconds, 2 * self.last_chunk_s)
+
+
 class Scheduler:
     """Queue, prefill and batch of one model; see the module docstring. Not thread-safe: one
     thread (or a test) calls everything."""
 
-    def __init__(self, model: Model, *, max_active: int, prefill_chunk: int) -> None:
+    def __init__(self, model: Model, *, max_active: int, prefill_chunk: int,
+                 prefill_share: float | None = None) -> None:
         self.model = model
         self.max_active = max_active
         self.prefill_chunk = prefill_chunk
+        # None: a chunk every step (deterministic: tests). A number: the prefill budget.
+        self.budget = None if prefill_share is None else PrefillBudget(prefill_share)
         self.queue: deque[Request] = deque()
         self.prefill = Prefill(model)
         self.batch = RunningBatch(model)
@@ -251,10 +294,16 @@ class Scheduler:
         try:
             self._drop_cancelled(finished)
             self._admit()
-            if self.prefill:
+            if self.prefill and (self.budget is None or self.budget.allows(bool(self.batch))):
+                started = time.perf_counter()
                 ready = self.prefill.chunk(self.prefill_chunk)
+                if self.budget is not None:
+                    self.budget.spent(time.perf_counter() - started)
             if self.batch or ready:
+                started = time.perf_counter()
                 self._decode(ready, finished)
+                if self.budget is not None:
+                    self.budget.earned(time.perf_counter() - started)
         except Exception as err:  # a failure of the runtime: fail the rows, keep serving
             failure = BardError(f"generation failed: {type(err).__name__}: {err}")
             joining = ready.rows if ready is not None else []

@@ -19,10 +19,13 @@ from bard.web.playground import (
 from bard_sdk import Engine
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request as HttpRequest
 
 from .completions import Limits, complete
+from .guard import ApiKey, BodyLimit, Guard, HostCheck
 from .openai_api import ApiError, CompletionRequest, error_body, model_card, now
 
 __all__ = ["ApiError", "create_app"]
@@ -45,6 +48,17 @@ async def invalid_request(_: HttpRequest, err: Exception) -> JSONResponse:
     where = ".".join(location) or "body"
     message = f"{where}: {first.get('msg', 'invalid value')}"
     return JSONResponse(error_body(message, param=param), status_code=400)
+
+
+async def http_error(_: HttpRequest, err: Exception) -> JSONResponse:
+    """Starlette's own refusals (unknown route, wrong method, a body over the limit), in
+    OpenAI's error shape instead of `{"detail": ...}`."""
+    assert isinstance(err, StarletteHTTPException)
+    kind = "invalid_request_error" if err.status_code < 500 else "server_error"
+    code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(
+        err.status_code)
+    return JSONResponse(error_body(str(err.detail), kind, code=code),
+                        status_code=err.status_code, headers=err.headers)
 
 
 class Routes:
@@ -73,21 +87,33 @@ class Routes:
         return model_card(self.model_id, self.created)
 
     async def playground(self) -> HTMLResponse:
-        return HTMLResponse(playground_page())  # the writing room (bard.web), over this server
+        """The writing room (bard.web), talking to this server. Nothing is templated into the
+        page: the model id reaches it inside bard-site.json, and the page puts it in as text."""
+        return HTMLResponse(playground_page())
 
     async def playground_config(self) -> JSONResponse:
         return JSONResponse(server_config(self.model_id))
 
-    async def completions(self, body: CompletionRequest) -> JSONResponse | StreamingResponse:
-        return await complete(self.engine, body, self.model_id, self.limits)
+    async def completions(self, body: CompletionRequest, http: HttpRequest) -> Response:
+        return await complete(self.engine, body, self.model_id, self.limits,
+                              lambda: client_gone(http))
+
+
+async def client_gone(http: HttpRequest) -> None:
+    """Returns once the client disconnects: the body is read, so the next ASGI message is
+    `http.disconnect` (or the end of the response)."""
+    while (await http.receive())["type"] != "http.disconnect":
+        pass
 
 
 def create_app(engine: Engine, model_id: str, *, max_tokens_limit: int = 100_000,
-               max_prompt_chars: int = 100_000,
-               replica: dict[str, Any] | None = None) -> FastAPI:
+               max_prompt_chars: int = 100_000, max_rows: int | None = None,
+               replica: dict[str, Any] | None = None, guard: Guard | None = None) -> FastAPI:
     """The service for one engine; closing the app (lifespan end) closes the engine.
-    `replica` (which process of several serves: Ray Serve) is reported by /health."""
-    routes = Routes(engine, model_id, Limits(max_tokens_limit, max_prompt_chars), replica)
+    `replica` (which process of several serves: Ray Serve) is reported by /health.
+    `max_rows`: rows one request may hold (default: half the engine's batch, at least 1)."""
+    rows = max(1, engine.max_active // 2) if max_rows is None else max_rows
+    routes = Routes(engine, model_id, Limits(max_tokens_limit, max_prompt_chars, rows), replica)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -97,6 +123,8 @@ def create_app(engine: Engine, model_id: str, *, max_tokens_limit: int = 100_000
     app = FastAPI(title="bard serve", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    add_guard(app, guard or Guard())
     app.add_api_route("/health", routes.health, methods=["GET"])
     app.add_api_route("/v1/models", routes.models, methods=["GET"])
     app.add_api_route("/v1/models/{name}", routes.one_model, methods=["GET"])
@@ -115,3 +143,17 @@ def asset_route(name: str) -> Callable[[], Coroutine[Any, Any, Response]]:
         text, media_type = playground_asset(name)
         return Response(text, media_type=media_type)
     return asset
+
+
+def add_guard(app: FastAPI, guard: Guard) -> None:
+    """The front door, outermost first: Host check, CORS (off unless origins are named), API
+    key, body limit. (Starlette runs the middleware added last first.)"""
+    app.add_middleware(BodyLimit, limit=guard.max_body_bytes, timeout_s=guard.body_timeout_s)
+    if guard.api_key is not None:
+        app.add_middleware(ApiKey, key=guard.api_key)
+    if guard.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(guard.cors_origins),
+                           allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
+    if guard.allowed_hosts is not None:
+        app.add_middleware(HostCheck, hosts=guard.allowed_hosts)

@@ -6,14 +6,15 @@ server-sent events. The routes (app.py) only call `complete`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from bard_sdk import BardError, Engine, EngineClosed, EngineOverloaded, Request
 from bard_sdk.engine import Completion
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from .openai_api import (
     ApiError,
@@ -37,6 +38,9 @@ class Limits:
 
     max_tokens: int = 100_000
     max_prompt_chars: int = 100_000
+    # Rows (prompts x n) one request may hold: a fair share of the batch, so one client
+    # cannot take every row; more is a 400 (it could never be served fairly, or at all).
+    max_rows: int = 32
 
 
 def json_dumps(value: Any) -> str:
@@ -57,14 +61,22 @@ def checked_max_tokens(body: CompletionRequest, model_id: str, limits: Limits) -
     if max_tokens > limits.max_tokens:
         raise ApiError(400, f"max_tokens must be at most {limits.max_tokens}",
                        param="max_tokens")
+    rows = len(body.prompts) * body.n
+    if rows > limits.max_rows:
+        raise ApiError(400, f"this request asks for {rows} rows (prompts x n); one request may "
+                            f"hold at most {limits.max_rows} on this server", param="n")
     if any(len(p) > limits.max_prompt_chars for p in body.prompts):
         raise ApiError(400, f"prompt is longer than {limits.max_prompt_chars} characters",
                        param="prompt")
     return max_tokens
 
 
+Disconnected = Callable[[], Awaitable[None]]
+"""Returns when the client has gone (the ASGI `http.disconnect` message)."""
+
+
 async def complete(engine: Engine, body: CompletionRequest, model_id: str,
-                   limits: Limits) -> JSONResponse | StreamingResponse:
+                   limits: Limits, disconnected: Disconnected) -> Response:
     """POST /v1/completions: the whole response, or its event stream."""
     requests = submit_all(engine, body, checked_max_tokens(body, model_id, limits))
     ident, stamp = completion_id(), now()
@@ -73,17 +85,39 @@ async def complete(engine: Engine, body: CompletionRequest, model_id: str,
                                  media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})
     try:
-        results = await asyncio.gather(*(r.aresult() for r in requests))
+        results = await results_unless_gone(requests, disconnected)
+    except EngineClosed as err:  # the server is shutting down (its drain period is over)
+        raise ApiError(503, f"the server is shutting down: {err}", kind="server_error",
+                       code="shutting_down") from None
     except BardError as err:
         raise ApiError(500, str(err), kind="server_error") from None
     finally:
-        for request in requests:
-            request.cancel()  # no-op for finished ones; frees rows if the client left
+        cancel_all(requests)  # no-op for finished ones; frees rows if the client left
+    if results is None:
+        return Response(status_code=499)  # nobody is there to read it
     prompts = body.prompts
     choices = [choice(i, (prompts[i // body.n] if body.echo else "") + r.text,
                       r.finish_reason) for i, r in enumerate(results)]
     return JSONResponse(completion_body(ident, model_id, stamp, choices,
                                         usage_of(prompts, results)))
+
+
+async def results_unless_gone(requests: list[Request], disconnected: Disconnected
+                              ) -> list[Completion] | None:
+    """Every request's completion, or None as soon as the client disconnects (the caller
+    then cancels the rows: they leave the batch within one engine step)."""
+    gathered = asyncio.ensure_future(asyncio.gather(*(r.aresult() for r in requests)))
+    gone = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait((gathered, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if not gathered.done():
+        gathered.cancel()
+        with contextlib.suppress(asyncio.CancelledError, BardError):
+            await gathered
+        return None
+    return gathered.result()
 
 
 def usage_of(prompts: list[str], results: list[Completion]) -> dict[str, int]:

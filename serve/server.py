@@ -6,18 +6,34 @@ names the port the kernel chose (tests and scripts read it instead of guessing a
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
 import socket
-from dataclasses import dataclass, field
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 
 import uvicorn
+from bard_sdk import Engine
 
 from .app import create_app
+from .guard import Guard, is_loopback
 from .settings import ServeSettings, build_engine, print_ready
+from .timeouts import DEFAULT_HEADER_TIMEOUT_S, header_timeout_protocol
 
 # Longer than any client pool keeps an idle connection (httpx and so the openai client: 5 s),
 # so the client always closes first. Equal timeouts race: a client reuses a connection at the
 # moment the server closes it, and its request fails (seen at 128 streaming callers).
 KEEP_ALIVE_S = 75
+# On SIGTERM/SIGINT, requests in flight get this long to finish (--drain-s), then the engine
+# closes and what is left ends with an error; FLUSH_S more lets those last replies go out.
+DEFAULT_DRAIN_S = 10.0
+FLUSH_S = 2.0
+# Connections (and requests in them) at once; past it uvicorn answers 503 at once, so a
+# flood of idle sockets cannot use up the process's file descriptors.
+DEFAULT_MAX_CONNECTIONS = 512
 
 
 @dataclass(frozen=True)
@@ -27,6 +43,39 @@ class ServeOptions:
     settings: ServeSettings = field(default_factory=ServeSettings)
     host: str = "127.0.0.1"
     port: int = 8000
+    guard: Guard = field(default_factory=Guard)
+    drain_s: float = DEFAULT_DRAIN_S
+    header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, stopped gracefully: on SIGTERM/SIGINT it stops accepting, lets requests in
+    flight finish for `drain_s`, then closes the engine, so what is left ends cleanly (a
+    stream with an error event, a plain request with a 503), and the process exits 0."""
+
+    def __init__(self, config: uvicorn.Config, engine: Engine, drain_s: float) -> None:
+        super().__init__(config)
+        self.engine, self.drain_s = engine, drain_s
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        asyncio.get_running_loop().call_later(self.drain_s, self.engine.close)
+        await super().shutdown(sockets)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """SIGINT and SIGTERM start the shutdown; unlike uvicorn's own, the signal is not
+        raised again afterwards: a drained server exits 0."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit)
+                    for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -39,17 +88,34 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def front_door(host: str, guard: Guard) -> tuple[Guard, str | None]:
+    """The guard for a bind address, and the one-line warning to print, if any. Beyond
+    loopback the Host names are the user's to choose (no check); without a key, a warning."""
+    if is_loopback(host):
+        return guard, None
+    warning = None if guard.api_key is not None else (
+        f"bard serve: warning: listening on {host} with no --api-key: anyone who can reach "
+        "it can use it")
+    return replace(guard, allowed_hosts=None), warning
+
+
 def serve(options: ServeOptions) -> None:
     """Run until SIGINT/SIGTERM; the engine closes with the app."""
     served = build_engine(options.settings)
-    app = create_app(served.engine, served.model_id)
+    guard, warning = front_door(options.host, options.guard)
+    if warning is not None:
+        print(warning, file=sys.stderr, flush=True)
+    app = create_app(served.engine, served.model_id, guard=guard)
     sock = bind(options.host, options.port)
     host, port = sock.getsockname()[:2]
     print_ready(served.model_id, served.model.device, host, port)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=5, timeout_keep_alive=KEEP_ALIVE_S)
+                            timeout_graceful_shutdown=options.drain_s + FLUSH_S,
+                            timeout_keep_alive=KEEP_ALIVE_S,
+                            http=header_timeout_protocol(options.header_timeout_s),
+                            limit_concurrency=options.max_connections)
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        DrainingServer(config, served.engine, options.drain_s).run(sockets=[sock])
     finally:
         served.engine.close()
         sock.close()

@@ -53,6 +53,8 @@ class LocalBackend {
   }
 }
 
+const API_KEY_ITEM = "bard-serve-api-key";
+
 /** `bard serve` over its OpenAI API: text only (the server sends no probabilities yet). */
 class ServerBackend {
   constructor(config) {
@@ -69,9 +71,19 @@ class ServerBackend {
                   temperature: options.temperature, stream: true};
     if (options.seed !== null) body.seed = options.seed;
     this.controller = new AbortController();
-    const response = await fetch(this.url, {
-      method: "POST", headers: {"Content-Type": "application/json"},
-      body: JSON.stringify(body), signal: this.controller.signal});
+    const send = (key) => fetch(this.url, {
+      method: "POST", body: JSON.stringify(body), signal: this.controller.signal,
+      headers: key ? {"Content-Type": "application/json", "Authorization": `Bearer ${key}`}
+                   : {"Content-Type": "application/json"}});
+    let key = sessionStorage.getItem(API_KEY_ITEM);
+    let response = await send(key);
+    if (response.status === 401) {  // bard serve --api-key: ask once, keep it for the tab
+      key = window.prompt("This server needs an API key (bard serve --api-key):");
+      if (key) {
+        sessionStorage.setItem(API_KEY_ITEM, key);
+        response = await send(key);
+      }
+    }
     if (!response.ok) {
       const problem = await response.json().catch(() => ({}));
       throw new Error((problem.error && problem.error.message) || response.statusText);
