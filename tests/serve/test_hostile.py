@@ -268,6 +268,19 @@ def connect(server: Server) -> socket.socket:
     return socket.create_connection((where.hostname, where.port), timeout=10)
 
 
+def read_reply(sock: socket.socket) -> str:
+    """One HTTP reply, whole: its headers may arrive in one packet and its body in the next."""
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+        head, sep, body = data.partition(b"\r\n\r\n")
+        length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"content-length:")), None)
+        if sep and length is not None and len(body) >= length:
+            break
+    return data.decode()
+
+
 def test_slow_clients_are_cut_off_and_connections_capped(tiny_artifact: Path) -> None:
     running = start_server(tiny_artifact, "--max-active", "2", "--header-timeout-s", "1",
                            "--body-timeout-s", "1", "--max-connections", "4")
@@ -282,7 +295,7 @@ def test_slow_clients_are_cut_off_and_connections_capped(tiny_artifact: Path) ->
         slow_body.sendall(f"POST /v1/completions HTTP/1.1\r\nHost: {where.netloc}\r\n"
                           f"Content-Type: application/json\r\nContent-Length: {len(body)}"
                           "\r\n\r\n".encode() + body[:5])
-        reply = slow_body.recv(65536).decode()
+        reply = read_reply(slow_body)
         slow_body.close()
         assert reply.startswith("HTTP/1.1 408"), reply
         assert json.loads(reply.split("\r\n\r\n", 1)[1])["error"]["message"]
