@@ -82,9 +82,10 @@ def open_room(context: Any, url: str) -> Any:
 
 
 def browser_timer(page: Any, chars: int) -> Callable[[], float]:
+    prompt = json.dumps(PROMPT, allow_nan=False)
     script = f"""async () => {{
         const start = performance.now();
-        await bard.generate({json.dumps(PROMPT)}, {{maxNewChars: {chars}, temperature: 0}});
+        await bard.generate({prompt}, {{maxNewChars: {chars}, temperature: 0}});
         return (performance.now() - start) / 1000; }}"""
     return lambda: float(page.evaluate(script))
 

@@ -154,8 +154,9 @@ def main() -> None:
         result["model_bytes"] = (art / "model.onnx").stat().st_size
         result["manifest_bytes"] = (art / "manifest.json").stat().st_size
         done = subprocess.run([sys.executable, "-c", SAMPLE_CHILD, str(art),
-                               str(args.threads), json.dumps(CASES), str(args.rounds),
-                               str(args.chars)], capture_output=True, text=True, check=True)
+                               str(args.threads), json.dumps(CASES, allow_nan=False),
+                               str(args.rounds), str(args.chars)],
+                              capture_output=True, text=True, check=True)
         speeds = json.loads(done.stdout.strip().splitlines()[-1])
     result["vocab"] = args.vocab
     result["chars_per_s_batch_64"] = speeds

@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
         for key in ("logits_relative", "state_relative", "worst_share_of_limit")}
     summary.update(models=len(rows), refused=len(rows) - len(exported),
                    old_gate_would_refuse=sum(not r["old_gate_passes"] for r in exported))
-    print(json.dumps(summary))
+    print(json.dumps(summary, allow_nan=False))
     atomic_write_text(args.out, json.dumps({"summary": summary, "rows": rows}, indent=1,
                                            allow_nan=False) + "\n")
 
