@@ -508,15 +508,20 @@ def progress_bar(enabled: bool, total: int | None, first: int,
         yield report
 
 
+def check_regular_file(path: Path) -> None:
+    """A directory, FIFO, socket or device is a one-line error: a FIFO would block, a
+    directory is not text. A missing file raises FileNotFoundError for the caller."""
+    mode = path.stat().st_mode
+    if stat.S_ISDIR(mode):
+        fail(f"{path} is a directory, not a text file")
+    if not stat.S_ISREG(mode):
+        fail(f"{path} is not a regular file (a FIFO, socket or device?)")
+
+
 def open_text_file(path: Path) -> Any:
-    """A regular file opened for reading bytes; anything else is a one-line error (a FIFO
-    would block, a directory is not text)."""
+    """A regular file opened for reading bytes; anything else is a one-line error."""
     try:
-        mode = path.stat().st_mode
-        if stat.S_ISDIR(mode):
-            fail(f"{path} is a directory, not a text file")
-        if not stat.S_ISREG(mode):
-            fail(f"{path} is not a regular file (a FIFO, socket or device?)")
+        check_regular_file(path)
         return path.open("rb")
     except FileNotFoundError:
         fail(f"file not found: {path}")
@@ -525,14 +530,9 @@ def open_text_file(path: Path) -> Any:
 
 
 def read_text_file(path: Path) -> str:
-    """A regular UTF-8 file's text; anything else is a one-line error (a FIFO would block, a
-    directory is not text)."""
+    """A regular UTF-8 file's text; anything else is a one-line error."""
     try:
-        mode = path.stat().st_mode
-        if stat.S_ISDIR(mode):
-            fail(f"{path} is a directory, not a text file")
-        if not stat.S_ISREG(mode):
-            fail(f"{path} is not a regular file (a FIFO, socket or device?)")
+        check_regular_file(path)
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         fail(f"file not found: {path}")
