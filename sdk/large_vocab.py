@@ -20,6 +20,7 @@ from numpy.lib.stride_tricks import as_strided
 BLOCK = 64  # characters per block of the two-level inverse CDF
 SAMPLE_SIZE = 384  # characters of a row sorted to suggest a threshold
 TOP_K_SLACK = 2.0  # the threshold aims at this many times k candidates
+TOP_K_EXTRA = 8  # ... and this many more sampled ranks (a few sampled values are noisy)
 NUCLEUS_SLACK = 0.25  # ... and at the nucleus of top_p + this x (1 - top_p) in the sample
 # Candidate weights (at most 1) become integers of 2**-FIXED_BITS: their cumulative sums are
 # then exact (the same in any batch) and fast (numpy's float cumsum is ~7x slower).
@@ -125,10 +126,10 @@ class Candidates:
 
 def top_k_candidates(z: np.ndarray, k: int) -> Candidates:
     """Candidates (logits; -inf padding) holding the k largest logits of every row and all
-    ties with the k-th: those at or above the sample's value of rank ~2k/stride; a row with
+    ties with the k-th: those at or above the sample's value of rank ~2k/stride + 8; a row with
     fewer than k of them takes the whole row (rare: a row flatter than its sample)."""
     sample = strided_sample(z)
-    rank = int(np.ceil(TOP_K_SLACK * k * sample.shape[1] / z.shape[1])) + 1
+    rank = int(np.ceil(TOP_K_SLACK * k * sample.shape[1] / z.shape[1])) + TOP_K_EXTRA
     threshold = (sample[:, rank - 1].copy() if rank <= sample.shape[1]
                  else np.full(len(z), -np.inf, dtype=np.float32))
     while True:
