@@ -21,7 +21,7 @@ BLOCK = 64  # characters per block of the two-level inverse CDF
 SAMPLE_SIZE = 384  # characters of a row sorted to suggest a threshold
 TOP_K_SLACK = 2.0  # the threshold aims at this many times k candidates
 TOP_K_EXTRA = 8  # ... and this many more sampled ranks (a few sampled values are noisy)
-NUCLEUS_SLACK = 0.25  # ... and at the nucleus of top_p + this x (1 - top_p) in the sample
+NUCLEUS_SLACK = 0.15  # ... and at the nucleus of top_p + this x (1 - top_p) in the sample
 # Candidate weights (at most 1) become integers of 2**-FIXED_BITS: their cumulative sums are
 # then exact (the same in any batch) and fast (numpy's float cumsum is ~7x slower).
 FIXED_BITS = 40
@@ -79,18 +79,20 @@ def fixed_inverse_cdf(weights: np.ndarray, fraction: np.ndarray) -> np.ndarray:
 
 
 def keep_largest(weights: np.ndarray, limit: np.ndarray) -> np.ndarray:
-    """The nucleus rule on fixed-point candidate weights [rows, width] in id order, in place:
-    in order of weight (ties: lower id first), a weight is kept while the mass of those
-    before it is at most the row's limit; the others become 0."""
-    ordered = -np.sort(-weights, axis=1)
+    """The nucleus rule on float32 candidate weights [rows, width] in id order: in order of
+    weight (ties: lower id first), a weight is kept while the mass of those before it is at
+    most the row's limit (in fixed point). Returns the kept weights in fixed point, the
+    others 0. (The sort is of the float32 weights: fixed_point is monotone.)"""
+    ordered = fixed_point(-np.sort(-weights, axis=1))
+    fixed = fixed_point(weights)
     before = np.cumsum(ordered, axis=1) - ordered
     kept = np.maximum((before <= limit[:, None]).sum(axis=1), 1)
     smallest = ordered[np.arange(len(weights)), kept - 1][:, None]
-    above = weights > smallest
-    tied = weights == smallest
+    above = fixed > smallest
+    tied = fixed == smallest
     room = kept - above.sum(axis=1)  # how many of the ties with the smallest fit
-    weights *= above | (tied & (np.cumsum(tied, axis=1) <= room[:, None]))
-    return weights
+    fixed *= above | (tied & (np.cumsum(tied, axis=1) <= room[:, None]))
+    return fixed
 
 
 @dataclass(frozen=True)
@@ -151,11 +153,11 @@ def top_k_choice(z: np.ndarray, k: int, top_p: float | None, scale: np.float32,
     weights = np.subtract(values, top, dtype=np.float32)
     weights *= scale
     np.exp(weights, out=weights)
-    weights = fixed_point(weights)
-    weights[values < kth] = 0
+    weights[values < kth] = 0.0
+    fixed = fixed_point(weights)
     if top_p is not None:
-        keep_largest(weights, top_p * weights.sum(axis=1))
-    return found.ids(fixed_inverse_cdf(weights, fraction))
+        fixed = keep_largest(weights, top_p * fixed.sum(axis=1))
+    return found.ids(fixed_inverse_cdf(fixed, fraction))
 
 
 def nucleus_candidates(weights: np.ndarray, top_p: float, total: np.ndarray) -> Candidates:
@@ -183,5 +185,5 @@ def nucleus_choice(weights: np.ndarray, top_p: float, fraction: np.ndarray) -> n
     """Next ids under top-p from the weights [rows, vocab] of the whole rows."""
     total = block_sums(weights).sum(axis=1)
     found = nucleus_candidates(weights, top_p, total)
-    kept = keep_largest(fixed_point(found.values), top_p * total * 2.0**FIXED_BITS)
+    kept = keep_largest(found.values, top_p * total * 2.0**FIXED_BITS)
     return found.ids(fixed_inverse_cdf(kept, fraction))
