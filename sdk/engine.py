@@ -18,11 +18,13 @@ import atexit
 import threading
 import weakref
 from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from .arguments import integer
 from .errors import EngineClosed, EngineOverloaded
 from .model import Model
 from .options import GenerationOptions
+from .penalties import PenaltyArguments
 from .requests import (
     STREAM_WAKE_INTERVAL_S,
     STREAM_WAKES_PER_S,
@@ -33,6 +35,9 @@ from .requests import (
 )
 from .scheduler import Finished, Scheduler
 from .vocab import OnUnknown
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "DEFAULT_MAX_ACTIVE",
@@ -97,16 +102,17 @@ class Engine:
                top_k: int | None = None, top_p: float | None = None,
                stop: str | Sequence[str] | None = None, seed: int | None = None,
                on_unknown: OnUnknown = "error", replacement: str | None = None,
-               include_stop: bool = True) -> Request:
+               include_stop: bool = True, **penalties: Unpack[PenaltyArguments]) -> Request:
         """Queue one prompt; arguments are checked here, in the caller's thread.
 
         `include_stop=False` leaves a matched stop string out of the text (the OpenAI API's
         rule); streamed text then holds back the few characters that could begin one.
+        The penalties (`bard_sdk.PenaltyArguments`) apply to this request's row only.
         """
         options = GenerationOptions.checked(
             self.model.vocab, max_new_chars=max_new_chars, temperature=temperature,
             top_k=top_k, top_p=top_p, stop=stop, seed=seed, on_unknown=on_unknown,
-            replacement=replacement, include_stop=include_stop, single_seed=True)
+            replacement=replacement, include_stop=include_stop, single_seed=True, **penalties)
         return self.submit_checked(prompt, options)
 
     def submit_checked(self, prompt: str, options: GenerationOptions) -> Request:

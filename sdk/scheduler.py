@@ -189,7 +189,8 @@ class RunningBatch:
             row.cursor = len(row.request.prompt_ids)
         self.core.join(self.core.runner.state(ready.h, ready.c),
                        np.zeros((len(ready.rows), self.vocab_size), np.float32),
-                       [row.request.settings for row in ready.rows])
+                       [row.request.settings for row in ready.rows],
+                       [row.request.prompt_ids for row in ready.rows])
         self.rows += ready.rows
 
     def keep(self, keep: np.ndarray) -> None:
