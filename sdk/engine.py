@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import atexit
 import threading
+import time
 import weakref
 from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from .arguments import integer
 from .errors import EngineClosed, EngineOverloaded
@@ -47,6 +48,7 @@ __all__ = [
     "STREAM_WAKE_INTERVAL_S",
     "Completion",
     "Engine",
+    "EngineObserver",
     "FinishReason",
     "Request",
 ]
@@ -58,6 +60,16 @@ DEFAULT_PREFILL_CHUNK = 256
 # a 200-character request beside 100k-character prompts within 3x its time alone, the
 # prompts still read at >= 1/3 of their rate alone).
 PREFILL_SHARE = 1.5
+
+
+class EngineObserver(Protocol):
+    """What a monitor (bard serve's /metrics) is told, on the engine's thread: the seconds
+    each step took, and each request's seconds from submit to its first character. Both
+    calls must be quick and must not raise."""
+
+    def step(self, seconds: float) -> None: ...
+
+    def first_character(self, seconds: float) -> None: ...
 
 
 class Engine:
@@ -90,7 +102,10 @@ class Engine:
         self._incoming: list[Request] = []
         self._cancels: list[int] = []
         self._closed = False
-        self._published = {"active": 0, "queued": 0, "completed": 0, "steps": 0}
+        self._published = {"active": 0, "queued": 0, "completed": 0, "steps": 0,
+                           "prompt_chars": 0, "generated_chars": 0}
+        # Told about every step when set (from any thread): see EngineObserver.
+        self.observer: EngineObserver | None = None
         self._wakeups = StreamWakeups()
         self._thread = threading.Thread(target=self._run, name="bard-engine", daemon=True)
         self._thread.start()
@@ -158,7 +173,8 @@ class Engine:
         return self.submit(prompt, max_new_chars, **options).__aiter__()  # type: ignore[arg-type]
 
     def stats(self) -> dict[str, int]:
-        """Rows in flight, requests queued, requests completed, decode steps run."""
+        """Rows in flight, requests queued, requests completed, decode steps run, and the
+        characters read from prompts and generated since the engine started."""
         with self._wake:
             stats = dict(self._published)
             stats["queued"] += len(self._incoming)
@@ -201,7 +217,16 @@ class Engine:
         scheduler = self.scheduler
         while self._take_work():
             self._wakeups.pace(len(scheduler.batch))
-            self._finish(scheduler.step())
+            started = time.perf_counter()
+            finished = scheduler.step()
+            seconds = time.perf_counter() - started
+            firsts = scheduler.batch.take_first_characters()
+            observer = self.observer
+            if observer is not None:
+                observer.step(seconds)
+                for first in firsts:
+                    observer.first_character(first)
+            self._finish(finished)
         with self._wake:
             for request in self._incoming:
                 scheduler.add(request)
@@ -230,7 +255,9 @@ class Engine:
     def _publish(self) -> None:
         scheduler = self.scheduler
         self._published = {"active": scheduler.active, "queued": len(scheduler.queue),
-                           "completed": scheduler.completed, "steps": scheduler.steps}
+                           "completed": scheduler.completed, "steps": scheduler.steps,
+                           "prompt_chars": scheduler.prompt_chars,
+                           "generated_chars": scheduler.generated_chars}
 
     def _finish(self, finished: Finished) -> None:
         """Publish the counts, then hand each ended request its outcome, so a caller woken by

@@ -181,6 +181,7 @@ class Request:
                  include_stop: bool, wakeups: StreamWakeups,
                  on_cancel: Callable[[Request], None] = lambda request: None) -> None:
         self.id = next(_request_ids)
+        self.submitted = time.monotonic()  # for the time to its first character
         self.prompt_ids = prompt_ids
         self.prompt_chars = prompt_chars
         self.settings = settings

@@ -179,6 +179,10 @@ class RunningBatch:
         self.core = Rows(runner, runner.state(*model.zero_state(0)),
                          np.zeros((0, self.vocab_size), np.float32), [])
         self.rows: list[Row] = []
+        self.fresh: list[Row] = []  # joined, first character not sampled yet
+        # Seconds from submit to the first character, of the rows that sampled theirs since
+        # the engine last took them (`take_first_characters`).
+        self.first_characters: list[float] = []
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -192,6 +196,7 @@ class RunningBatch:
                        [row.request.settings for row in ready.rows],
                        [row.request.prompt_ids for row in ready.rows])
         self.rows += ready.rows
+        self.fresh += ready.rows
 
     def keep(self, keep: np.ndarray) -> None:
         self.core.keep(keep)
@@ -203,12 +208,23 @@ class RunningBatch:
         if gone:
             self.keep(np.array([i for i, row in enumerate(self.rows)
                                 if row.request.id not in cancelled], np.int64))
+            self.fresh = [row for row in self.fresh if row.request.id not in cancelled]
         return gone
+
+    def take_first_characters(self) -> list[float]:
+        """The time-to-first-character of the rows that sampled their first since the last
+        call (seconds from submit), and forget them."""
+        taken, self.first_characters = self.first_characters, []
+        return taken
 
     def sample(self, finished: Finished) -> tuple[np.ndarray, int]:
         """One character per row; rows that end leave (onto `finished`). Returns the ids of
         the rows left and how many ended."""
         ids, stop_len = self.core.sample()
+        if self.fresh:
+            now = time.monotonic()
+            self.first_characters += [now - row.request.submitted for row in self.fresh]
+            self.fresh = []
         chars = self.chars
         ends = self.core.finished(stop_len)
         if ends is None:
@@ -269,6 +285,8 @@ class Scheduler:
         self._cancelled: set[int] = set()
         self.completed = 0  # requests that ended after being admitted (failures aside)
         self.steps = 0  # decode steps run
+        self.prompt_chars = 0  # characters of the prompts admitted
+        self.generated_chars = 0  # characters sampled
 
     @property
     def active(self) -> int:
@@ -342,8 +360,9 @@ class Scheduler:
     def _admit(self) -> None:
         free = self.max_active - self.active
         if free > 0 and self.queue:
-            self.prefill.admit([Row(self.queue.popleft())
-                                for _ in range(min(free, len(self.queue)))])
+            rows = [Row(self.queue.popleft()) for _ in range(min(free, len(self.queue)))]
+            self.prompt_chars += sum(row.request.prompt_chars for row in rows)
+            self.prefill.admit(rows)
 
     def _decode(self, ready: Ready | None, finished: Finished) -> None:
         """Sample a character for every generating row, retire the rows that end, then feed
@@ -351,6 +370,7 @@ class Scheduler:
         batch = self.batch
         ids = np.zeros(0, np.int64)
         if len(batch):
+            self.generated_chars += len(batch)
             ids, ended = batch.sample(finished)
             self.steps += 1
             self.completed += ended

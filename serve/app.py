@@ -26,6 +26,7 @@ from starlette.requests import Request as HttpRequest
 
 from .completions import Limits, complete
 from .guard import ApiKey, BodyLimit, Guard, HostCheck
+from .metrics import CountRequests, ServerMetrics
 from .openai_api import ApiError, CompletionRequest, error_body, model_card, now
 
 __all__ = ["ApiError", "create_app"]
@@ -125,6 +126,9 @@ def create_app(engine: Engine, model_id: str, *, max_tokens_limit: int = 100_000
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(StarletteHTTPException, http_error)
     add_guard(app, guard or Guard())
+    metrics = ServerMetrics(engine, None if replica is None else str(replica["id"]))
+    app.add_middleware(CountRequests, metrics=metrics, routes=app.router.routes)  # outermost
+    app.add_api_route("/metrics", metrics.endpoint, methods=["GET"], include_in_schema=False)
     app.add_api_route("/health", routes.health, methods=["GET"])
     app.add_api_route("/v1/models", routes.models, methods=["GET"])
     app.add_api_route("/v1/models/{name}", routes.one_model, methods=["GET"])
