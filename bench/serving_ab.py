@@ -76,10 +76,14 @@ def main() -> None:
             for running in servers.values():
                 stop_server(running.process)
     medians = {m: statistics.median(v) for m, v in rates.items()}
+    paired = [a / b for a, b in zip(rates["after"], rates["before"])]
     report = {"callers": args.callers, "rounds": rates, "median_chars_per_s": medians,
-              "after_over_before": medians["after"] / medians["before"]}
+              "after_over_before": medians["after"] / medians["before"],
+              "median_round_ratio": statistics.median(paired)}
     if "after+extra" in medians:
         report["extra_over_after"] = medians["after+extra"] / medians["after"]
+        report["median_round_ratio_extra"] = statistics.median(
+            [e / a for e, a in zip(rates["after+extra"], rates["after"])])
     print(json.dumps(report, allow_nan=False), file=sys.stdout)
 
 
