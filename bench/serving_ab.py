@@ -19,6 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .procfs import cpu_seconds
 from .server_process import start_server as start
 from .server_process import stop_server
 from .serving import ServingConfig, run_http_clients
@@ -62,28 +63,39 @@ def main() -> None:
             modes["after+extra"] = ("after", ServingConfig(callers=(args.callers,),
                                                            body_extra=json.loads(args.extra)))
         rates: dict[str, list[float]] = {m: [] for m in modes}
+        # The server's CPU per 1000 characters: less sensitive than the rate to a loaded
+        # machine (other processes take wall time, not this process's CPU time).
+        cpu: dict[str, list[float]] = {m: [] for m in modes}
         try:
             for r in range(args.rounds):
                 order = list(modes) if r % 2 == 0 else list(modes)[::-1]
                 for mode in order:
                     server, cfg = modes[mode]
                     running = servers[server]
+                    used = cpu_seconds(running.pid) or 0.0
                     chars, seconds, _, _ = run_http_clients(
                         running.url + "/v1/completions", running.model, args.callers, cfg)
                     rates[mode].append(chars / seconds)
-                print(json.dumps({m: round(v[-1]) for m, v in rates.items()}), flush=True)
+                    cpu[mode].append(((cpu_seconds(running.pid) or 0.0) - used) / chars * 1e6)
+                print(json.dumps({m: [round(v[-1]), round(cpu[m][-1], 1)]
+                                  for m, v in rates.items()}), flush=True)
         finally:
             for running in servers.values():
                 stop_server(running.process)
     medians = {m: statistics.median(v) for m, v in rates.items()}
     paired = [a / b for a, b in zip(rates["after"], rates["before"])]
-    report = {"callers": args.callers, "rounds": rates, "median_chars_per_s": medians,
+    cpu_medians = {m: statistics.median(v) for m, v in cpu.items()}
+    report = {"callers": args.callers, "rounds": rates, "cpu_rounds": cpu,
+              "median_chars_per_s": medians,
               "after_over_before": medians["after"] / medians["before"],
-              "median_round_ratio": statistics.median(paired)}
+              "median_round_ratio": statistics.median(paired),
+              "server_cpu_ms_per_kchar": cpu_medians,
+              "cpu_after_over_before": cpu_medians["after"] / cpu_medians["before"]}
     if "after+extra" in medians:
         report["extra_over_after"] = medians["after+extra"] / medians["after"]
         report["median_round_ratio_extra"] = statistics.median(
             [e / a for e, a in zip(rates["after+extra"], rates["after"])])
+        report["cpu_extra_over_after"] = cpu_medians["after+extra"] / cpu_medians["after"]
     print(json.dumps(report, allow_nan=False), file=sys.stdout)
 
 
