@@ -46,7 +46,8 @@ def random_penalties(rng: random.Random, vocab: int) -> dict[str, object]:
             "presence": rng.choice([0.0, 1.0, -2.0]),
             "repetition": rng.choice([1.0, 1.3, 0.8, 5.0]),
             "min_p": rng.choice([0.0, 0.05, 0.3]),
-            "bias": {rng.randrange(vocab): rng.uniform(-100, 100) for _ in range(rng.randint(0, 3))}}
+            "bias": {rng.randrange(vocab): rng.uniform(-100, 100)
+                     for _ in range(rng.randint(0, 3))}}
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -213,7 +214,7 @@ def test_bad_arguments_are_named(model: bard_sdk.Model, arguments: dict[str, obj
 
 
 def test_bad_logit_bias_keys_are_all_named(model: bard_sdk.Model) -> None:
-    with pytest.raises(bard_sdk.InvalidArgumentError, match="999.*'ab'"):
+    with pytest.raises(bard_sdk.InvalidArgumentError, match=r"999.*'ab'"):
         model.generate("x", 5, logit_bias={999: 1.0, "e": 1.0, "ab": 2.0})
 
 
