@@ -29,6 +29,13 @@ from .guard import ApiKey, BodyLimit, Guard, HostCheck
 from .metrics import CountRequests, ServerMetrics
 from .openai_api import ApiError, CompletionRequest, error_body, model_card, now
 from .openapi_doc import FrontDoor, install
+from .tokenizer_api import (
+    DetokenizeRequest,
+    TokenizeRequest,
+    detokenize,
+    tokenize,
+    tokenizer_info,
+)
 
 __all__ = ["ApiError", "create_app"]
 
@@ -100,6 +107,16 @@ class Routes:
         return await complete(self.engine, body, self.model_id, self.limits,
                               lambda: client_gone(http))
 
+    async def tokenize(self, body: TokenizeRequest) -> dict[str, Any]:
+        return tokenize(body, self.engine.model.vocab, self.model_id,
+                        self.limits.max_prompt_chars)
+
+    async def detokenize(self, body: DetokenizeRequest) -> dict[str, Any]:
+        return detokenize(body, self.engine.model.vocab, self.model_id)
+
+    async def tokenizer_info(self) -> dict[str, Any]:
+        return tokenizer_info(self.engine.model.vocab, self.limits.max_prompt_chars)
+
 
 async def client_gone(http: HttpRequest) -> None:
     """Returns once the client disconnects: the body is read, so the next ASGI message is
@@ -141,6 +158,10 @@ def create_app(engine: Engine, model_id: str, *, max_tokens_limit: int = 100_000
         app.add_api_route(f"/{name}", asset_route(name), methods=["GET"])
     app.add_api_route("/v1/completions", routes.completions, methods=["POST"],
                       response_model=None)
+    # vLLM's tokenizer routes (lm-evaluation-harness's tokenizer_backend=remote)
+    app.add_api_route("/tokenize", routes.tokenize, methods=["POST"])
+    app.add_api_route("/detokenize", routes.detokenize, methods=["POST"])
+    app.add_api_route("/tokenizer_info", routes.tokenizer_info, methods=["GET"])
     return app
 
 

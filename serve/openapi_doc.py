@@ -60,6 +60,8 @@ ROUTE_CODES: dict[tuple[str, str], frozenset[int]] = {
     ("/v1/completions", "post"): frozenset({404, 429, 499, 500, 503}),
     ("/v1/models/{name}", "get"): frozenset({404}),
     ("/health", "get"): frozenset({503}),
+    ("/tokenize", "post"): frozenset({404}),
+    ("/detokenize", "post"): frozenset({404}),
 }
 # 200 bodies FastAPI cannot see (routes returning a Response of their own).
 OK_CONTENT: dict[tuple[str, str], dict[str, Any]] = {

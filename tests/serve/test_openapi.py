@@ -140,6 +140,14 @@ def provoke(server: Server, path: str, method: str, code: int) -> int:
         ("/v1/completions", 499): lambda: client_left(server, path),
         ("/v1/models/{name}", 404): lambda: call(server, method, url_path,
                                                   headers=AUTH).status_code,
+        ("/tokenize", 200): lambda: call(server, method, path,
+                                         json={"prompt": "ROMEO"}).status_code,
+        ("/tokenize", 404): lambda: call(server, method, path, json={
+            "model": "nope", "prompt": "ROMEO"}).status_code,
+        ("/detokenize", 200): lambda: call(server, method, path,
+                                           json={"tokens": [1, 2]}).status_code,
+        ("/detokenize", 404): lambda: call(server, method, path, json={
+            "model": "nope", "tokens": [1]}).status_code,
     }
     if code == 500 and path == "/v1/completions":
         return 500  # a runtime failure: provoked in-process below
