@@ -29,6 +29,7 @@ from .errors import (
 )
 from .manifest import FORMAT_VERSION, Manifest, read_manifest
 from .model import Model, Score
+from .penalties import PenaltyArguments
 from .processors import BanCharacters, RepetitionPenalty
 from .scoring import Scorer, score_stream
 from .session import Session
@@ -36,7 +37,8 @@ from .session import Session
 __all__ = [
     "FORMAT_VERSION", "ArtifactError", "BanCharacters", "BardError", "Completion",
     "DeviceError", "Engine", "EngineClosed", "EngineOverloaded", "Generator",
-    "InvalidArgumentError", "LogitsProcessor", "Manifest", "Model", "RepetitionPenalty",
+    "InvalidArgumentError", "LogitsProcessor", "Manifest", "Model", "PenaltyArguments",
+    "RepetitionPenalty",
     "Request", "Score", "Scorer", "Session", "UnknownCharacterError", "bundled_model_path",
     "generate", "load", "read_manifest", "score_stream",
 ]

@@ -207,6 +207,7 @@ class Request:
                  on_cancel: Callable[[Request], None] = lambda request: None, *,
                  logprobs: int | None = None, prompt_logprobs: int | None = None) -> None:
         self.id = next(_request_ids)
+        self.submitted = time.monotonic()  # for the time to its first character
         self.prompt_ids = prompt_ids
         self.prompt_chars = prompt_chars
         self.settings = settings

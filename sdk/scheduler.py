@@ -212,6 +212,10 @@ class RunningBatch:
         self.core = Rows(runner, runner.state(*model.zero_state(0)),
                          np.zeros((0, self.vocab_size), np.float32), [])
         self.rows: list[Row] = []
+        self.fresh: list[Row] = []  # joined, first character not sampled yet
+        # Seconds from submit to the first character, of the rows that sampled theirs since
+        # the engine last took them (`take_first_characters`).
+        self.first_characters: list[float] = []
         # The rows that asked for logprobs (positions in the batch) and how many alternatives
         # each wants: recomputed when rows join or leave, so a step without them costs one test.
         self.logprob_rows = np.zeros(0, np.int64)
@@ -231,8 +235,10 @@ class RunningBatch:
             row.cursor = len(row.request.prompt_ids)
         self.core.join(self.core.runner.state(ready.h, ready.c),
                        np.zeros((len(ready.rows), self.vocab_size), np.float32),
-                       [row.request.settings for row in ready.rows])
+                       [row.request.settings for row in ready.rows],
+                       [row.request.prompt_ids for row in ready.rows])
         self.rows += ready.rows
+        self.fresh += ready.rows
         if len(self.logprob_rows) or any(row.entries is not None for row in ready.rows):
             self._index_logprobs()
 
@@ -248,7 +254,14 @@ class RunningBatch:
         if gone:
             self.keep(np.array([i for i, row in enumerate(self.rows)
                                 if row.request.id not in cancelled], np.int64))
+            self.fresh = [row for row in self.fresh if row.request.id not in cancelled]
         return gone
+
+    def take_first_characters(self) -> list[float]:
+        """The time-to-first-character of the rows that sampled their first since the last
+        call (seconds from submit), and forget them."""
+        taken, self.first_characters = self.first_characters, []
+        return taken
 
     def sample(self, finished: Finished) -> tuple[np.ndarray, int]:
         """One character per row; rows that end leave (onto `finished`). Returns the ids of
@@ -257,6 +270,10 @@ class RunningBatch:
         # the raw distribution (logprobs.py), taken before sampling touches the logits
         raw = self.core.logits[wanted] if len(wanted) else None
         ids, stop_len = self.core.sample()
+        if self.fresh:
+            now = time.monotonic()
+            self.first_characters += [now - row.request.submitted for row in self.fresh]
+            self.fresh = []
         if raw is not None:
             rows = self.rows
             for i, entry in zip(wanted.tolist(), char_logprobs(raw, ids[wanted],
@@ -322,6 +339,8 @@ class Scheduler:
         self._cancelled: set[int] = set()
         self.completed = 0  # requests that ended after being admitted (failures aside)
         self.steps = 0  # decode steps run
+        self.prompt_chars = 0  # characters of the prompts admitted
+        self.generated_chars = 0  # characters sampled
 
     @property
     def active(self) -> int:
@@ -411,8 +430,9 @@ class Scheduler:
     def _admit(self) -> None:
         free = self.max_active - self.active
         if free > 0 and self.queue:
-            self.prefill.admit([Row(self.queue.popleft())
-                                for _ in range(min(free, len(self.queue)))])
+            rows = [Row(self.queue.popleft()) for _ in range(min(free, len(self.queue)))]
+            self.prompt_chars += sum(row.request.prompt_chars for row in rows)
+            self.prefill.admit(rows)
 
     def _decode(self, ready: Ready | None, finished: Finished) -> None:
         """Sample a character for every generating row, retire the rows that end, then feed
@@ -420,6 +440,7 @@ class Scheduler:
         batch = self.batch
         ids = np.zeros(0, np.int64)
         if len(batch):
+            self.generated_chars += len(batch)
             ids, ended = batch.sample(finished)
             self.steps += 1
             self.completed += ended

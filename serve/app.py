@@ -26,7 +26,9 @@ from starlette.requests import Request as HttpRequest
 
 from .completions import Limits, complete
 from .guard import ApiKey, BodyLimit, Guard, HostCheck
+from .metrics import CountRequests, ServerMetrics
 from .openai_api import ApiError, CompletionRequest, error_body, model_card, now
+from .openapi_doc import FrontDoor, install
 from .tokenizer_api import (
     DetokenizeRequest,
     TokenizeRequest,
@@ -141,7 +143,12 @@ def create_app(engine: Engine, model_id: str, *, max_tokens_limit: int = 100_000
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(StarletteHTTPException, http_error)
-    add_guard(app, guard or Guard())
+    guard = guard or Guard()
+    add_guard(app, guard)
+    install(app, FrontDoor(guard.api_key is not None, guard.allowed_hosts is not None))
+    metrics = ServerMetrics(engine, None if replica is None else str(replica["id"]))
+    app.add_middleware(CountRequests, metrics=metrics, routes=app.router.routes)  # outermost
+    app.add_api_route("/metrics", metrics.endpoint, methods=["GET"])
     app.add_api_route("/health", routes.health, methods=["GET"])
     app.add_api_route("/v1/models", routes.models, methods=["GET"])
     app.add_api_route("/v1/models/{name}", routes.one_model, methods=["GET"])

@@ -31,7 +31,10 @@ from .tokenizer_api import decoded
 
 # SDK argument names as OpenAI calls them, for the `param` of an error body.
 SDK_PARAMS = {"max_new_chars": "max_tokens", "temperature": "temperature", "top_k": "top_k",
-              "top_p": "top_p", "stop": "stop", "seed": "seed", "prompt": "prompt"}
+              "top_p": "top_p", "stop": "stop", "seed": "seed", "prompt": "prompt",
+              "min_p": "min_p", "frequency_penalty": "frequency_penalty",
+              "presence_penalty": "presence_penalty", "repetition_penalty": "repetition_penalty",
+              "logit_bias": "logit_bias"}
 
 
 @dataclass(frozen=True)
@@ -152,15 +155,15 @@ def usage_of(prompts: list[str], results: list[Completion]) -> dict[str, int]:
 def submit_all(engine: Engine, body: CompletionRequest, max_tokens: int) -> list[Request]:
     """One engine request per (prompt, sample); choice k gets seed + k, as the SDK's batches
     do. All or nothing: if one is refused, those already submitted are cancelled."""
+    sampling = body.sampling_arguments(len(engine.model.vocab))
     submitted: list[Request] = []
     try:
         for k in range(len(body.prompts) * body.n):
             submitted.append(engine.submit(
-                body.prompts[k // body.n], max_tokens, temperature=body.temperature
-                if body.temperature is not None else 1.0, top_k=body.top_k, top_p=body.top_p,
-                stop=body.stop, seed=None if body.seed is None else body.seed + k,
-                include_stop=False, logprobs=body.logprobs,
-                prompt_logprobs=body.logprobs if body.echo else None))
+                body.prompts[k // body.n], max_tokens,
+                seed=None if body.seed is None else body.seed + k, include_stop=False,
+                logprobs=body.logprobs, prompt_logprobs=body.logprobs if body.echo else None,
+                **sampling))
     except EngineOverloaded as err:
         cancel_all(submitted)
         raise ApiError(429, str(err), kind="rate_limit_error", code="engine_overloaded") from None

@@ -2,14 +2,15 @@
 
 Parsing is strict (unknown fields, strings for numbers and booleans for integers are refused),
 and OpenAI fields that bard does not implement are accepted only at their neutral values, so a
-client never silently gets something other than what it asked for.
+client never silently gets something other than what it asked for. The sampling fields live in
+one base (`SamplingFields`) that every generating route's request shares.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from bard_sdk.logprobs import MAX_LOGPROBS
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
@@ -24,22 +25,78 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class CompletionRequest(BaseModel):
-    """POST /v1/completions. Lengths are counted in characters (a character is a token)."""
+Bias = Annotated[float, Field(ge=-100, le=100)]
+
+
+class SamplingFields(BaseModel):
+    """How a request samples and ends, shared by every generating route (completions, chat):
+    OpenAI's fields and vLLM's extensions, with their ranges. `logit_bias` keys are character
+    ids as strings (a character is a token); they are checked against the vocabulary when the
+    request is submitted (`sampling_arguments`). bard has no end-of-sequence token, so
+    `ignore_eos` changes nothing: generation always runs to max_tokens or a stop string."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
+
+    temperature: float | None = Field(1.0, ge=0)
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=1, description="vLLM's extension")
+    min_p: float | None = Field(None, ge=0, le=1, description="vLLM's extension")
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    repetition_penalty: float | None = Field(None, gt=0, le=100,
+                                             description="vLLM's extension; 1 is off")
+    logit_bias: dict[str, Bias] | None = Field(
+        None, description="character id (as a string) -> bias in [-100, 100]")
+    ignore_eos: bool = Field(False, description="vLLM's extension; bard has no EOS token, "
+                                                "so this changes nothing")
+    stop: str | list[str] | None = None
+    seed: int | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, value: str | list[str] | None) -> str | list[str] | None:
+        stops = [value] if isinstance(value, str) else value or []
+        if len(stops) > MAX_STOPS:
+            raise ValueError(f"at most {MAX_STOPS} stop strings")
+        if any(not s for s in stops):
+            raise ValueError("stop strings must not be empty")
+        return value
+
+    def sampling_arguments(self, vocab_size: int) -> dict[str, Any]:
+        """The keyword arguments of `Engine.submit` these fields mean (the seed aside: it
+        differs per choice); a logit_bias key that is not a character id is a 400 naming it."""
+        return {"temperature": 1.0 if self.temperature is None else self.temperature,
+                "top_k": self.top_k, "top_p": self.top_p, "stop": self.stop,
+                "min_p": self.min_p, "frequency_penalty": self.frequency_penalty,
+                "presence_penalty": self.presence_penalty,
+                "repetition_penalty": self.repetition_penalty,
+                "logit_bias": logit_bias_ids(self.logit_bias, vocab_size)}
+
+
+def logit_bias_ids(bias: dict[str, float] | None, vocab_size: int) -> dict[int, float] | None:
+    """OpenAI's {"id": bias} as {id: bias}; every key that is not a decimal id below
+    `vocab_size` is named in one 400."""
+    if not bias:
+        return None
+    bad = [key for key in bias
+           if not (key.isascii() and key.isdigit() and int(key) < vocab_size)]
+    if bad:
+        shown = ", ".join(repr(key[:20]) for key in bad[:10])
+        raise ApiError(400, f"logit_bias keys must be character ids 0..{vocab_size - 1} "
+                            f"written as strings (a character is a token); not one: {shown}",
+                       param="logit_bias")
+    return {int(key): value for key, value in bias.items()}
+
+
+class CompletionRequest(SamplingFields):
+    """POST /v1/completions. Lengths are counted in characters (a character is a token)."""
 
     model: str
     prompt: str | list[str] | list[int] | list[list[int]] = Field(
         description="a string, a list of strings, or token ids (vocabulary indices: a "
                     "character is a token): a list of ints, or a list of such lists")
     max_tokens: int | None = Field(16, ge=0)
-    temperature: float | None = Field(1.0, ge=0)
-    top_p: float | None = Field(None, gt=0, le=1)
-    top_k: int | None = Field(None, ge=1, description="bard extension, as in vLLM")
     n: int = Field(1, ge=1, le=MAX_N)
-    stop: str | list[str] | None = None
-    seed: int | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     echo: bool = False
@@ -50,9 +107,6 @@ class CompletionRequest(BaseModel):
     # Accepted at their neutral values only: bard does not implement them.
     best_of: Literal[1] | None = None
     suffix: None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    logit_bias: dict[str, float] | None = None
 
     # Token-id prompts as text, once checked against the vocabulary (tokenizer_api.py)
     _texts: list[str] | None = PrivateAttr(None)
@@ -78,30 +132,6 @@ class CompletionRequest(BaseModel):
     def read_tokens(self, texts: list[str]) -> None:
         """The text of token-id prompts (checked by the caller), for `prompts`."""
         self._texts = texts
-
-    @field_validator("stop")
-    @classmethod
-    def _stops(cls, value: str | list[str] | None) -> str | list[str] | None:
-        stops = [value] if isinstance(value, str) else value or []
-        if len(stops) > MAX_STOPS:
-            raise ValueError(f"at most {MAX_STOPS} stop strings")
-        if any(not s for s in stops):
-            raise ValueError("stop strings must not be empty")
-        return value
-
-    @field_validator("presence_penalty", "frequency_penalty")
-    @classmethod
-    def _no_penalty(cls, value: float | None) -> float | None:
-        if value not in (None, 0):
-            raise ValueError("is not supported by bard (only 0)")
-        return value
-
-    @field_validator("logit_bias")
-    @classmethod
-    def _no_bias(cls, value: dict[str, float] | None) -> dict[str, float] | None:
-        if value:
-            raise ValueError("is not supported by bard")
-        return value
 
     @property
     def prompts(self) -> list[str]:

@@ -109,7 +109,7 @@ def test_echo_returns_prompt_and_text(server: Server, model: bard_sdk.Model) -> 
      ({"stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
      ({"stop": ""}, 400, "stop"),
      ({"logprobs": 99}, 400, "logprobs"),
-     ({"presence_penalty": 0.5}, 400, "presence_penalty"),
+     ({"presence_penalty": 2.5}, 400, "presence_penalty"),
      ({"surprise": 1}, 400, "surprise"),
      ({"model": "gpt-4"}, 404, "model")],
 )
