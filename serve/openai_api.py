@@ -23,14 +23,13 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class CompletionRequest(BaseModel):
-    """POST /v1/completions. Lengths are counted in characters (a character is a token)."""
+class SamplingRequest(BaseModel):
+    """The sampling fields /v1/completions and /v1/chat/completions share, defined once: a
+    field added here applies to both routes (the engine reads them through `submit_all`)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
     model: str
-    prompt: str | list[str] = Field(description="a string or a list of strings")
-    max_tokens: int | None = Field(16, ge=0)
     temperature: float | None = Field(1.0, ge=0)
     top_p: float | None = Field(None, gt=0, le=1)
     top_k: int | None = Field(None, ge=1, description="bard extension, as in vLLM")
@@ -39,22 +38,11 @@ class CompletionRequest(BaseModel):
     seed: int | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    echo: bool = False
     user: str | None = None
     # Accepted at their neutral values only: bard does not implement them.
-    logprobs: None = None
-    best_of: Literal[1] | None = None
-    suffix: None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     logit_bias: dict[str, float] | None = None
-
-    @field_validator("prompt")
-    @classmethod
-    def _prompts(cls, value: str | list[str]) -> str | list[str]:
-        if isinstance(value, list) and not 1 <= len(value) <= MAX_PROMPTS:
-            raise ValueError(f"must hold 1 to {MAX_PROMPTS} strings")
-        return value
 
     @field_validator("stop")
     @classmethod
@@ -78,6 +66,29 @@ class CompletionRequest(BaseModel):
     def _no_bias(cls, value: dict[str, float] | None) -> dict[str, float] | None:
         if value:
             raise ValueError("is not supported by bard")
+        return value
+
+    @property
+    def stops(self) -> list[str]:
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+
+
+class CompletionRequest(SamplingRequest):
+    """POST /v1/completions. Lengths are counted in characters (a character is a token)."""
+
+    prompt: str | list[str] = Field(description="a string or a list of strings")
+    max_tokens: int | None = Field(16, ge=0)
+    echo: bool = False
+    # Accepted at their neutral values only: bard does not implement them.
+    logprobs: None = None
+    best_of: Literal[1] | None = None
+    suffix: None = None
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompts(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and not 1 <= len(value) <= MAX_PROMPTS:
+            raise ValueError(f"must hold 1 to {MAX_PROMPTS} strings")
         return value
 
     @property
