@@ -22,7 +22,9 @@ from .display import printable
 from .errors import ArtifactError
 from .schema import validate_manifest_schema
 
-FORMAT_VERSION = 1
+# 2 added the optional `chat_template`: an SDK that knows only 1 would refuse the new key, so
+# it is told to upgrade instead. Version 1 manifests (the shipped model's) read as before.
+FORMAT_VERSION = 2
 MANIFEST_FILE = "manifest.json"
 # A manifest is a few kilobytes; these bounds keep a hostile one from costing more than that.
 MAX_MANIFEST_BYTES = 8 * 2**20

@@ -36,6 +36,7 @@ def model(tiny_artifact: Path) -> bard_sdk.Model:
 def test_export_writes_the_default_and_it_is_schema_valid(tiny_artifact: Path) -> None:
     manifest = json.loads((tiny_artifact / "manifest.json").read_text())
     assert manifest["chat_template"] == DEFAULT_CHAT_TEMPLATE.to_json()
+    assert manifest["format_version"] == bard_sdk.FORMAT_VERSION == 2
     jsonschema.validate(manifest, manifest_schema())
 
 
@@ -114,8 +115,9 @@ def test_an_artifact_without_a_template_gets_the_default(artifact_copy: Path,
     old = bard_sdk.load(artifact_copy, device="cpu")
     assert old.chat_template == DEFAULT_CHAT_TEMPLATE
     assert old.chat_prompt(CONVERSATION) == model.chat_prompt(CONVERSATION)
-    bundled = bard_sdk.load(device="cpu")
+    bundled = bard_sdk.load(device="cpu")  # a format 1 manifest, from before templates
     assert "chat_template" not in bundled.manifest.raw
+    assert bundled.manifest.raw["format_version"] == 1
     assert bundled.chat_prompt(CONVERSATION).text.endswith("JULIET:\n")
 
 
