@@ -114,14 +114,12 @@ class ChatTemplate:
         `name` of the last assistant message that has one, else the assistant's default."""
         parts: list[str] = []
         speaker = self.speakers["assistant"]
-        for index, message in enumerate(checked_messages(messages)):
+        for message in checked_messages(messages):
             role, text, name = message["role"], message["content"], message.get("name")
             if role in SYSTEM_ROLES and name is None:
                 parts.append(fill(self.system, text=text))
                 continue
-            who = name if name is not None else self.speakers.get(role)
-            if who is None:  # pragma: no cover - checked_messages refuses other roles
-                raise InvalidArgumentError(f"messages[{index}]: no speaker", param="messages")
+            who = name if name is not None else self.speakers[role]  # user or assistant
             parts.append(fill(self.turn, speaker=who, text=text))
             if role == "assistant" and name is not None:
                 speaker = name
