@@ -124,7 +124,8 @@ def _export(request: ExportRequest, notes: str, template: ChatTemplate | None
     model = model_from_checkpoint(checkpoint)
     corpus = checkpoint.corpus
     vocab = Vocabulary(checkpoint.vocab)
-    chat = chat_template_for(template, vocab, say)
+    chat_notes: list[str] = []  # said once the artifact is written, not before a refusal
+    chat = chat_template_for(template, vocab, chat_notes.append)
     val = validation_tokens(request, checkpoint, vocab)
     streams = checkpoint.train_config.val_streams
     whole = eval_spans(len(val), streams)
@@ -215,6 +216,8 @@ def _export(request: ExportRequest, notes: str, template: ChatTemplate | None
                 (tmp / "loss_curve.png").write_bytes(png.read_bytes())
     except PermissionError as err:
         raise UsageError(f"output path is not writable: {request.out} ({err})") from None
+    for note in chat_notes:
+        say(note)
     return ExportResult(request.out, manifest, parity)
 
 
