@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 
 from .arguments import integer
 from .errors import EngineClosed, EngineOverloaded
+from .logprobs import checked_count
 from .model import Model
 from .options import GenerationOptions
 from .requests import (
@@ -97,24 +98,34 @@ class Engine:
                top_k: int | None = None, top_p: float | None = None,
                stop: str | Sequence[str] | None = None, seed: int | None = None,
                on_unknown: OnUnknown = "error", replacement: str | None = None,
-               include_stop: bool = True) -> Request:
+               include_stop: bool = True, logprobs: int | None = None,
+               prompt_logprobs: int | None = None) -> Request:
         """Queue one prompt; arguments are checked here, in the caller's thread.
 
         `include_stop=False` leaves a matched stop string out of the text (the OpenAI API's
         rule); streamed text then holds back the few characters that could begin one.
+        `logprobs=k` / `prompt_logprobs=k` (0 to 20) give each generated / prompt character's
+        log-probability under the model's raw distribution and its k likeliest alternatives
+        (`Completion.logprobs` / `.prompt_logprobs`, or `Request.apieces()` for a stream);
+        with `prompt_logprobs`, `max_new_chars=0` scores the prompt without generating.
         """
         options = GenerationOptions.checked(
             self.model.vocab, max_new_chars=max_new_chars, temperature=temperature,
             top_k=top_k, top_p=top_p, stop=stop, seed=seed, on_unknown=on_unknown,
             replacement=replacement, include_stop=include_stop, single_seed=True)
-        return self.submit_checked(prompt, options)
+        return self.submit_checked(prompt, options, logprobs=logprobs,
+                                   prompt_logprobs=prompt_logprobs)
 
-    def submit_checked(self, prompt: str, options: GenerationOptions) -> Request:
+    def submit_checked(self, prompt: str, options: GenerationOptions, *,
+                       logprobs: int | None = None, prompt_logprobs: int | None = None
+                       ) -> Request:
         """`submit` with options already built (`GenerationOptions.checked`)."""
         ids = self.model.prompt_ids(prompt, options.on_unknown, options.replacement)
         prompt_chars = len(prompt)
         request = Request(ids, prompt_chars, options.row_settings(1)[0],
-                          options.include_stop, self._wakeups, on_cancel=self._cancel)
+                          options.include_stop, self._wakeups, on_cancel=self._cancel,
+                          logprobs=checked_count(logprobs, "logprobs"),
+                          prompt_logprobs=checked_count(prompt_logprobs, "prompt_logprobs"))
         with self._wake:
             if self._closed:
                 raise EngineClosed("the engine is closed")
@@ -125,8 +136,9 @@ class Engine:
                     f"engine overloaded: {active} rows generating and {queued} requests "
                     f"queued (max_active={self.max_active}, max_queued={self.max_queued}); "
                     "retry later")
-            if options.max_new_chars == 0:
-                request.mailbox.finish(Completion("", "length", prompt_chars, 0))
+            if options.max_new_chars == 0 and request.prompt_logprobs is None:
+                request.mailbox.finish(Completion("", "length", prompt_chars, 0,
+                                                  None if logprobs is None else ()))
                 return request
             self._incoming.append(request)
             self._wake.notify()

@@ -29,6 +29,13 @@ from .chat_api import ChatCompletionRequest
 from .completions import Limits, complete
 from .guard import ApiKey, BodyLimit, Guard, HostCheck
 from .openai_api import ApiError, CompletionRequest, error_body, model_card, now
+from .tokenizer_api import (
+    DetokenizeRequest,
+    TokenizeRequest,
+    detokenize,
+    tokenize,
+    tokenizer_info,
+)
 
 __all__ = ["ApiError", "create_app"]
 
@@ -105,6 +112,16 @@ class Routes:
         return await chat_complete(self.engine, body, self.model_id, self.limits,
                                    lambda: client_gone(http))
 
+    async def tokenize(self, body: TokenizeRequest) -> dict[str, Any]:
+        return tokenize(body, self.engine.model.vocab, self.model_id,
+                        self.limits.max_prompt_chars)
+
+    async def detokenize(self, body: DetokenizeRequest) -> dict[str, Any]:
+        return detokenize(body, self.engine.model.vocab, self.model_id)
+
+    async def tokenizer_info(self) -> dict[str, Any]:
+        return tokenizer_info(self.engine.model.vocab, self.limits.max_prompt_chars)
+
 
 async def client_gone(http: HttpRequest) -> None:
     """Returns once the client disconnects: the body is read, so the next ASGI message is
@@ -143,6 +160,10 @@ def create_app(engine: Engine, model_id: str, *, max_tokens_limit: int = 100_000
                       response_model=None)
     app.add_api_route("/v1/chat/completions", routes.chat_completions, methods=["POST"],
                       response_model=None)
+    # vLLM's tokenizer routes (lm-evaluation-harness's tokenizer_backend=remote)
+    app.add_api_route("/tokenize", routes.tokenize, methods=["POST"])
+    app.add_api_route("/detokenize", routes.detokenize, methods=["POST"])
+    app.add_api_route("/tokenizer_info", routes.tokenizer_info, methods=["GET"])
     return app
 
 

@@ -11,7 +11,8 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from bard_sdk.logprobs import MAX_LOGPROBS
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 MAX_N = 64
 MAX_STOPS = 4
@@ -25,7 +26,8 @@ class StreamOptions(BaseModel):
 
 class SamplingRequest(BaseModel):
     """The sampling fields /v1/completions and /v1/chat/completions share, defined once: a
-    field added here applies to both routes (the engine reads them through `submit_all`)."""
+    field added here applies to both routes (chat hands them to `submit_all` through the
+    CompletionRequest it amounts to: serve/chat.py `as_completion`)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -76,24 +78,49 @@ class SamplingRequest(BaseModel):
 class CompletionRequest(SamplingRequest):
     """POST /v1/completions. Lengths are counted in characters (a character is a token)."""
 
-    prompt: str | list[str] = Field(description="a string or a list of strings")
+    prompt: str | list[str] | list[int] | list[list[int]] = Field(
+        description="a string, a list of strings, or token ids (vocabulary indices: a "
+                    "character is a token): a list of ints, or a list of such lists")
     max_tokens: int | None = Field(16, ge=0)
     echo: bool = False
+    logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS, description=(
+        f"each character's log-probability and the 0 to {MAX_LOGPROBS} likeliest "
+        "alternatives (OpenAI allows 5, vLLM 20); of the raw model distribution"))
     # Accepted at their neutral values only: bard does not implement them.
-    logprobs: None = None
     best_of: Literal[1] | None = None
     suffix: None = None
 
+    # Token-id prompts as text, once checked against the vocabulary (tokenizer_api.py)
+    _texts: list[str] | None = PrivateAttr(None)
+
     @field_validator("prompt")
     @classmethod
-    def _prompts(cls, value: str | list[str]) -> str | list[str]:
-        if isinstance(value, list) and not 1 <= len(value) <= MAX_PROMPTS:
-            raise ValueError(f"must hold 1 to {MAX_PROMPTS} strings")
+    def _prompts(cls, value: str | list[Any]) -> str | list[Any]:
+        if isinstance(value, list) and not value:
+            raise ValueError("must not be an empty list")
+        if isinstance(value, list) and not isinstance(value[0], int) and \
+                not 1 <= len(value) <= MAX_PROMPTS:
+            raise ValueError(f"must hold 1 to {MAX_PROMPTS} prompts")
         return value
 
     @property
+    def token_prompts(self) -> list[list[int]] | None:
+        """The prompts as token ids, when they came as ids."""
+        value = self.prompt
+        if isinstance(value, str) or isinstance(value[0], str):
+            return None
+        return [value] if isinstance(value[0], int) else value  # type: ignore[list-item]
+
+    def read_tokens(self, texts: list[str]) -> None:
+        """The text of token-id prompts (checked by the caller), for `prompts`."""
+        self._texts = texts
+
+    @property
     def prompts(self) -> list[str]:
-        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+        if self.token_prompts is not None:
+            assert self._texts is not None, "token-id prompts are read with read_tokens"
+            return self._texts
+        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)  # type: ignore[arg-type]
 
 
 def error_body(message: str, kind: str = "invalid_request_error", param: str | None = None,
@@ -106,8 +133,9 @@ def completion_id() -> str:
     return f"cmpl-{uuid.uuid4().hex}"
 
 
-def choice(index: int, text: str, finish_reason: str | None) -> dict[str, Any]:
-    return {"index": index, "text": text, "logprobs": None, "finish_reason": finish_reason}
+def choice(index: int, text: str, finish_reason: str | None,
+           logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}
 
 
 def completion_body(ident: str, model: str, created: int, choices: list[dict[str, Any]],
