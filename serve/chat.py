@@ -45,7 +45,8 @@ async def chat_complete(engine: Engine, body: ChatCompletionRequest, model_id: s
     requests = submit_all(engine, completion, checked_max_tokens(completion, model_id, limits))
     ident, stamp = chat_completion_id(), now()
     if body.stream:
-        return event_stream(chat_events(requests, completion, ident, stamp, model_id))
+        return event_stream(chat_events(requests, completion, ident, stamp, model_id,
+                                        engine.model.vocab.chars))
     results = await finished(requests, disconnected)
     if results is None:
         return Response(status_code=499)  # nobody is there to read it
@@ -79,7 +80,7 @@ def as_completion(body: ChatCompletionRequest, prompt: ChatPrompt) -> Completion
 
 
 async def chat_events(requests: list[Request], completion: CompletionRequest, ident: str,
-                      created: int, model_id: str) -> AsyncIterator[str]:
+                      created: int, model_id: str, chars: list[str]) -> AsyncIterator[str]:
     """`chat.completion.chunk` events: the assistant role per choice first, then content
     deltas as the engine hands them over, an empty delta with the finish_reason per choice,
     optional usage, then `data: [DONE]`. A client that disconnects cancels every row."""
@@ -91,7 +92,7 @@ async def chat_events(requests: list[Request], completion: CompletionRequest, id
     try:
         for index in range(len(requests)):
             yield event([delta_choice(index, {"role": "assistant", "content": ""}, None)])
-        async for index, text, done, error in merged_pieces(requests, completion):
+        async for index, text, _, done, error in merged_pieces(requests, completion, chars):
             if error is not None:
                 yield "data: " + json_dumps(error_body(str(error), "server_error")) + "\n\n"
                 return
