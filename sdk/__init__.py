@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
+from .chat_template import DEFAULT_CHAT_TEMPLATE, ChatPrompt, ChatTemplate
 from .decoding import Generator, LogitsProcessor
 from .engine import Completion, Engine, Request
 from .errors import (
@@ -35,7 +36,8 @@ from .scoring import Scorer, score_stream
 from .session import Session
 
 __all__ = [
-    "FORMAT_VERSION", "ArtifactError", "BanCharacters", "BardError", "Completion",
+    "DEFAULT_CHAT_TEMPLATE", "FORMAT_VERSION", "ArtifactError", "BanCharacters", "BardError",
+    "ChatPrompt", "ChatTemplate", "Completion",
     "DeviceError", "Engine", "EngineClosed", "EngineOverloaded", "Generator",
     "InvalidArgumentError", "LogitsProcessor", "Manifest", "Model", "PenaltyArguments",
     "RepetitionPenalty",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, overload
 
@@ -12,6 +12,7 @@ import numpy as np
 from . import contract
 from .arguments import describe, string
 from .beam import beam_search
+from .chat_template import ChatPrompt, ChatTemplate, chat_prompt
 from .contract import PADDING_ID
 from .decoding import Generator, LogitsProcessor
 from .errors import ArtifactError, InvalidArgumentError
@@ -35,7 +36,11 @@ from .vocab import OnUnknown, Vocabulary
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-__all__ = ["MAX_NEW_CHARS", "Model", "Score"]
+__all__ = ["DEFAULT_CHAT_MAX_NEW_CHARS", "MAX_NEW_CHARS", "Model", "Score"]
+
+# A reply usually ends at the template's turn boundary long before this; the bound is for a
+# model that never writes one.
+DEFAULT_CHAT_MAX_NEW_CHARS = 1000
 
 
 class Model:
@@ -272,6 +277,34 @@ class Model:
                              replacement=replacement, **penalties)
         return _stream_single(gen, self.vocab.chars) if single else _stream_rows(
             gen, self.vocab.chars)
+
+    @property
+    def chat_template(self) -> ChatTemplate:
+        """The artifact's chat template (its manifest's, or the default play script)."""
+        return self.manifest.chat_template
+
+    def chat_prompt(self, messages: Sequence[Mapping[str, str]], *,
+                    on_unknown: OnUnknown = "error", replacement: str | None = None
+                    ) -> ChatPrompt:
+        """OpenAI-style messages ({"role", "content", optional "name"}) as the prompt this
+        model continues, with the stop strings that end its reply (see `chat_template`).
+        Characters outside the vocabulary raise `UnknownCharacterError` naming the message,
+        or are skipped or replaced (`on_unknown`)."""
+        return chat_prompt(self.chat_template, self.vocab, messages, on_unknown, replacement)
+
+    def chat(self, messages: Sequence[Mapping[str, str]],
+             max_new_chars: int = DEFAULT_CHAT_MAX_NEW_CHARS, *,
+             stop: str | Sequence[str] | None = None, on_unknown: OnUnknown = "error",
+             replacement: str | None = None, **options: object) -> str:
+        """The model's reply to `messages`: generated from `chat_prompt(messages)` until the
+        template's turn boundary (or one of `stop`), which is left out of the reply, as
+        `bard serve`'s /v1/chat/completions does. Other options are `generate`'s."""
+        prompt = self.chat_prompt(messages, on_unknown=on_unknown, replacement=replacement)
+        stops = [*prompt.stop, *([stop] if isinstance(stop, str) else stop or [])]
+        text = self.generate(prompt.text, max_new_chars, stop=stops,
+                             **options)  # type: ignore[arg-type]
+        ended = [s for s in stops if text.endswith(s)]
+        return text[: len(text) - max(map(len, ended))] if ended else text
 
     def score(self, text: str, *, on_unknown: OnUnknown = "error",
               replacement: str | None = None) -> Score:

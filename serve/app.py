@@ -1,7 +1,7 @@
-"""The ASGI app: OpenAI-compatible completions, models, health and a playground page.
+"""The ASGI app: OpenAI-compatible completions and chat, models, health and a playground page.
 
-Routes only delegate: completions to completions.py, bodies to openai_api.py; the sampling,
-batching, stop strings and seeds are the SDK's engine's.
+Routes only delegate: completions to completions.py, chat to chat.py, bodies to openai_api.py
+and chat_api.py; the sampling, batching, stop strings and seeds are the SDK's engine's.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request as HttpRequest
 
+from .chat import chat_complete
+from .chat_api import ChatCompletionRequest
 from .completions import Limits, complete
 from .guard import ApiKey, BodyLimit, Guard, HostCheck
 from .metrics import CountRequests, ServerMetrics
@@ -107,6 +109,11 @@ class Routes:
         return await complete(self.engine, body, self.model_id, self.limits,
                               lambda: client_gone(http))
 
+    async def chat_completions(self, body: ChatCompletionRequest, http: HttpRequest
+                               ) -> Response:
+        return await chat_complete(self.engine, body, self.model_id, self.limits,
+                                   lambda: client_gone(http))
+
     async def tokenize(self, body: TokenizeRequest) -> dict[str, Any]:
         return tokenize(body, self.engine.model.vocab, self.model_id,
                         self.limits.max_prompt_chars)
@@ -157,6 +164,8 @@ def create_app(engine: Engine, model_id: str, *, max_tokens_limit: int = 100_000
     for name in PLAYGROUND_ASSETS:
         app.add_api_route(f"/{name}", asset_route(name), methods=["GET"])
     app.add_api_route("/v1/completions", routes.completions, methods=["POST"],
+                      response_model=None)
+    app.add_api_route("/v1/chat/completions", routes.chat_completions, methods=["POST"],
                       response_model=None)
     # vLLM's tokenizer routes (lm-evaluation-harness's tokenizer_backend=remote)
     app.add_api_route("/tokenize", routes.tokenize, methods=["POST"])

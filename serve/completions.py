@@ -60,11 +60,15 @@ def param_of(error: BardError) -> str:
     return SDK_PARAMS.get(getattr(error, "param", None) or "prompt", "prompt")
 
 
+def check_model(name: str, model_id: str) -> None:
+    if name != model_id:
+        raise ApiError(404, f"model {name!r} not found; this server serves {model_id!r}",
+                       param="model", code="model_not_found")
+
+
 def checked_max_tokens(body: CompletionRequest, model_id: str, limits: Limits) -> int:
     """The request's max_tokens, once the model and the sizes are within the limits."""
-    if body.model != model_id:
-        raise ApiError(404, f"model {body.model!r} not found; this server serves "
-                            f"{model_id!r}", param="model", code="model_not_found")
+    check_model(body.model, model_id)
     max_tokens = 16 if body.max_tokens is None else body.max_tokens
     if max_tokens > limits.max_tokens:
         raise ApiError(400, f"max_tokens must be at most {limits.max_tokens}",
@@ -105,19 +109,9 @@ async def complete(engine: Engine, body: CompletionRequest, model_id: str,
     requests = submit_all(engine, body, checked_max_tokens(body, model_id, limits))
     ident, stamp = completion_id(), now()
     if body.stream:
-        return StreamingResponse(sse_events(requests, body, ident, stamp, model_id,
-                                            engine.model.vocab.chars),
-                                 media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache"})
-    try:
-        results = await results_unless_gone(requests, disconnected)
-    except EngineClosed as err:  # the server is shutting down (its drain period is over)
-        raise ApiError(503, f"the server is shutting down: {err}", kind="server_error",
-                       code="shutting_down") from None
-    except BardError as err:
-        raise ApiError(500, str(err), kind="server_error") from None
-    finally:
-        cancel_all(requests)  # no-op for finished ones; frees rows if the client left
+        return event_stream(sse_events(requests, body, ident, stamp, model_id,
+                                       engine.model.vocab.chars))
+    results = await finished(requests, disconnected)
     if results is None:
         return Response(status_code=499)  # nobody is there to read it
     prompts = body.prompts
@@ -128,6 +122,26 @@ async def complete(engine: Engine, body: CompletionRequest, model_id: str,
                for i, r in enumerate(results)]
     return JSONResponse(completion_body(ident, model_id, stamp, choices,
                                         usage_of(prompts, results)))
+
+
+def event_stream(events: AsyncIterator[str]) -> StreamingResponse:
+    return StreamingResponse(events, media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache"})
+
+
+async def finished(requests: list[Request], disconnected: Disconnected
+                   ) -> list[Completion] | None:
+    """Every request's completion (None: the client left), engine failures as ApiErrors;
+    the rows are cancelled on the way out (a no-op for finished ones)."""
+    try:
+        return await results_unless_gone(requests, disconnected)
+    except EngineClosed as err:  # the server is shutting down (its drain period is over)
+        raise ApiError(503, f"the server is shutting down: {err}", kind="server_error",
+                       code="shutting_down") from None
+    except BardError as err:
+        raise ApiError(500, str(err), kind="server_error") from None
+    finally:
+        cancel_all(requests)
 
 
 async def results_unless_gone(requests: list[Request], disconnected: Disconnected

@@ -3,7 +3,7 @@
 Parsing is strict (unknown fields, strings for numbers and booleans for integers are refused),
 and OpenAI fields that bard does not implement are accepted only at their neutral values, so a
 client never silently gets something other than what it asked for. The sampling fields live in
-one base (`SamplingFields`) that every generating route's request shares.
+one base (`SamplingRequest`) that every generating route's request shares.
 """
 
 from __future__ import annotations
@@ -28,15 +28,22 @@ class StreamOptions(BaseModel):
 Bias = Annotated[float, Field(ge=-100, le=100)]
 
 
-class SamplingFields(BaseModel):
+class SamplingRequest(BaseModel):
     """How a request samples and ends, shared by every generating route (completions, chat):
     OpenAI's fields and vLLM's extensions, with their ranges. `logit_bias` keys are character
     ids as strings (a character is a token); they are checked against the vocabulary when the
     request is submitted (`sampling_arguments`). bard has no end-of-sequence token, so
-    `ignore_eos` changes nothing: generation always runs to max_tokens or a stop string."""
+    `ignore_eos` changes nothing: generation always runs to max_tokens or a stop string.
+    A field added here applies to both routes (chat hands them to `submit_all` through the
+    CompletionRequest it amounts to: serve/chat.py `as_completion`)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
+    model: str
+    n: int = Field(1, ge=1, le=MAX_N)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = None
     temperature: float | None = Field(1.0, ge=0)
     top_p: float | None = Field(None, gt=0, le=1)
     top_k: int | None = Field(None, ge=1, description="vLLM's extension")
@@ -61,6 +68,10 @@ class SamplingFields(BaseModel):
         if any(not s for s in stops):
             raise ValueError("stop strings must not be empty")
         return value
+
+    @property
+    def stops(self) -> list[str]:
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
 
     def sampling_arguments(self, vocab_size: int) -> dict[str, Any]:
         """The keyword arguments of `Engine.submit` these fields mean (the seed aside: it
@@ -88,19 +99,14 @@ def logit_bias_ids(bias: dict[str, float] | None, vocab_size: int) -> dict[int, 
     return {int(key): value for key, value in bias.items()}
 
 
-class CompletionRequest(SamplingFields):
+class CompletionRequest(SamplingRequest):
     """POST /v1/completions. Lengths are counted in characters (a character is a token)."""
 
-    model: str
     prompt: str | list[str] | list[int] | list[list[int]] = Field(
         description="a string, a list of strings, or token ids (vocabulary indices: a "
                     "character is a token): a list of ints, or a list of such lists")
     max_tokens: int | None = Field(16, ge=0)
-    n: int = Field(1, ge=1, le=MAX_N)
-    stream: bool = False
-    stream_options: StreamOptions | None = None
     echo: bool = False
-    user: str | None = None
     logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS, description=(
         f"each character's log-probability and the 0 to {MAX_LOGPROBS} likeliest "
         "alternatives (OpenAI allows 5, vLLM 20); of the raw model distribution"))

@@ -58,6 +58,7 @@ REASONS = {
 # What each route answers by itself, beside 200 (the front door's codes are added by rule).
 ROUTE_CODES: dict[tuple[str, str], frozenset[int]] = {
     ("/v1/completions", "post"): frozenset({404, 429, 499, 500, 503}),
+    ("/v1/chat/completions", "post"): frozenset({404, 429, 499, 500, 503}),
     ("/v1/models/{name}", "get"): frozenset({404}),
     ("/health", "get"): frozenset({503}),
     ("/tokenize", "post"): frozenset({404}),
@@ -71,6 +72,12 @@ OK_CONTENT: dict[tuple[str, str], dict[str, Any]] = {
         "text/event-stream": {"schema": {
             "type": "string", "description": "with stream: data: {chunk} events, then "
                                              "data: [DONE]"}}},
+    ("/v1/chat/completions", "post"): {
+        "application/json": {"schema": {"type": "object",
+                                        "description": "a chat.completion object"}},
+        "text/event-stream": {"schema": {
+            "type": "string", "description": "with stream: data: {chat.completion.chunk} "
+                                             "events, then data: [DONE]"}}},
     ("/metrics", "get"): {"text/plain": {"schema": {
         "type": "string", "description": "Prometheus text exposition format"}}},
 }

@@ -43,7 +43,14 @@ def call(server: Server, method: str, path: str, **kwargs: object) -> httpx.Resp
     return httpx.request(method.upper(), server.url + path, **kwargs)  # type: ignore[arg-type]
 
 
-def body(server: Server, **change: object) -> dict[str, object]:
+CHAT = "/v1/chat/completions"
+
+
+def body(server: Server, path: str = "/v1/completions", **change: object) -> dict[str, object]:
+    """A request that works on `path` (completions or chat), with `change` applied."""
+    if path == CHAT:
+        return {"model": server.model, "max_tokens": 5,
+                "messages": [{"role": "user", "content": "Good morrow"}], **change}
     return {"model": server.model, "prompt": "ROMEO:", "max_tokens": 5, **change}
 
 
@@ -73,7 +80,7 @@ def over_connections(server: Server, method: str, path: str) -> int:
 def rows_full(server: Server, path: str) -> int:
     """One stream generates, one waits: the next request is refused (429)."""
     stop = threading.Event()
-    long = body(server, max_tokens=100_000, stream=True)
+    long = body(server, path, max_tokens=100_000, stream=True)
 
     def hold() -> None:
         with httpx.stream("POST", server.url + path, json=long, headers=AUTH,
@@ -91,7 +98,7 @@ def rows_full(server: Server, path: str) -> int:
                    and time.monotonic() < deadline):
                 time.sleep(0.02)
         time.sleep(0.3)
-        return call(server, "post", path, json=body(server), headers=AUTH).status_code
+        return call(server, "post", path, json=body(server, path), headers=AUTH).status_code
     finally:
         stop.set()
         for holder in holders:
@@ -109,7 +116,7 @@ def client_left(server: Server, path: str) -> int:
 
     before = count()
     with contextlib.suppress(httpx.TimeoutException):
-        call(server, "post", path, json=body(server, max_tokens=100_000), headers=AUTH,
+        call(server, "post", path, json=body(server, path, max_tokens=100_000), headers=AUTH,
              timeout=0.5)
     deadline = time.monotonic() + 20
     while count() == before and time.monotonic() < deadline:
@@ -122,7 +129,8 @@ def provoke(server: Server, path: str, method: str, code: int) -> int:
     url_path = path.replace("{name}", server.model if code != 404 else "nope")
     generic: dict[int, Callable[[], int]] = {
         200: lambda: call(server, method, url_path, headers=AUTH,
-                          **({"json": body(server)} if method == "post" else {})).status_code,
+                          **({"json": body(server, path)} if method == "post" else {})
+                          ).status_code,
         401: lambda: call(server, method, url_path).status_code,
         421: lambda: call(server, method, url_path,
                           headers={**AUTH, "Host": "evil.example"}).status_code,
@@ -131,13 +139,17 @@ def provoke(server: Server, path: str, method: str, code: int) -> int:
         408: lambda: slow_body(server, url_path),
         503: lambda: over_connections(server, method, url_path),
         400: lambda: call(server, method, url_path, headers=AUTH,
-                          json=body(server, temperature="hot")).status_code,
+                          json=body(server, path, temperature="hot")).status_code,
     }
     specific: dict[tuple[str, int], Callable[[], int]] = {
         ("/v1/completions", 404): lambda: call(server, method, path, headers=AUTH,
                                                 json=body(server, model="nope")).status_code,
         ("/v1/completions", 429): lambda: rows_full(server, path),
         ("/v1/completions", 499): lambda: client_left(server, path),
+        (CHAT, 404): lambda: call(server, method, path, headers=AUTH,
+                                  json=body(server, path, model="nope")).status_code,
+        (CHAT, 429): lambda: rows_full(server, path),
+        (CHAT, 499): lambda: client_left(server, path),
         ("/v1/models/{name}", 404): lambda: call(server, method, url_path,
                                                   headers=AUTH).status_code,
         ("/tokenize", 200): lambda: call(server, method, path,
@@ -149,7 +161,7 @@ def provoke(server: Server, path: str, method: str, code: int) -> int:
         ("/detokenize", 404): lambda: call(server, method, path, json={
             "model": "nope", "tokens": [1]}).status_code,
     }
-    if code == 500 and path == "/v1/completions":
+    if code == 500 and path in ("/v1/completions", CHAT):
         return 500  # a runtime failure: provoked in-process below
     chosen = specific.get((path, code)) or generic.get(code)
     assert chosen is not None, f"no request provokes {code} on {method} {path}: add one"
