@@ -113,6 +113,12 @@ def test_eval_streams_any_text_to_the_same_result(tiny_artifact: Path, model: ba
     assert "--on-unknown skip" in unknown.stderr
 
 
+def ctrl_c_as_a_terminal() -> None:
+    """A background shell starts its children with SIGINT ignored (and Python then keeps
+    it ignored); a user at a terminal has it at its default."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_eval_shows_progress_and_stops_on_ctrl_c(tiny_artifact: Path, model: bard_sdk.Model,
                                                  tmp_path: Path) -> None:
     small = tmp_path / "small.txt"
@@ -124,7 +130,7 @@ def test_eval_shows_progress_and_stops_on_ctrl_c(tiny_artifact: Path, model: bar
     big.write_text(shakespeare_text(model, 30_000_000), encoding="utf-8")
     process = subprocess.Popen([sys.executable, "-m", "bard", "eval", str(big), "--model",
                                 str(tiny_artifact), "--no-progress"], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_as_a_terminal)
     assert process.stderr is not None
     assert "on cpu" in process.stderr.readline()  # the model is loaded: scoring begins
     process.send_signal(signal.SIGINT)
