@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import bard_sdk
+from bard.training.fsutil import atomic_directory
 from bard_sdk.manifest import MANIFEST_FILE
 
 from bard import __version__
@@ -109,6 +109,13 @@ def replaceable(out: Path) -> bool:
     return isinstance(config, dict) and config.get("generator") == GENERATOR
 
 
+def refuse_foreign(out: Path) -> None:
+    """Checked again just before the swap: the folder may have changed while we wrote."""
+    if not replaceable(out):
+        raise SiteError(f"--out {out} exists and was not written by bard web; refusing to "
+                        "replace it (choose a new folder, or remove it)")
+
+
 def folder_bytes(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
 
@@ -116,25 +123,11 @@ def folder_bytes(root: Path) -> int:
 def build_site(request: SiteRequest) -> SiteResult:
     """Write the site for one artifact (verified by loading it with the SDK first)."""
     out = request.out
-    if not replaceable(out):
-        raise SiteError(f"--out {out} exists and was not written by bard web; refusing to "
-                        "replace it (choose a new folder, or remove it)")
+    refuse_foreign(out)
     model = bard_sdk.load(request.model, device="cpu", threads=1)
     runtime = resolve_runtime(request.runtime, request.webgpu)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_directory(out, replace=True, check=refuse_foreign) as staging:
         write_site_files(staging, model, runtime)
         os.chmod(staging, 0o755)
         size = folder_bytes(staging)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-            os.replace(out, old / "site")
-            os.replace(staging, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return SiteResult(out, runtime, size)
