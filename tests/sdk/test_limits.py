@@ -178,6 +178,6 @@ def test_a_short_prompt_is_not_padded_to_a_long_ones_chunk(model: bard_sdk.Model
     assert runner.calls[0] == (2, len(short_prompt) - 1)
     assert [row.request for row in scheduler.batch.rows] == [short]
     ended = drain(scheduler)
+    assert max(width for _, width in runner.calls) <= 64
     assert text(ended[short.id]) == model.generate(short_prompt, 30, seed=2)
     assert text(ended[long.id]) == model.generate(long_prompt, 5, seed=1)
-    assert max(width for _, width in runner.calls) <= 64
