@@ -196,6 +196,8 @@ def export_command(
     name: Annotated[str | None, Opt(help="Model name (default: output directory name).")] = None,
     heldout: Annotated[list[Path] | None, Opt(help="Held-out text to report in the card.")] = None,
     card_notes: Annotated[Path | None, Opt(help="Markdown appended to the model card.")] = None,
+    chat_template: Annotated[Path | None, Opt(
+        help="JSON chat template for the manifest (default: the play script).")] = None,
 ) -> None:
     """Export a run's checkpoint to ONNX + manifest + model card, behind a parity gate."""
     require_train_extra("export")
@@ -208,7 +210,8 @@ def export_command(
         fail(f"--checkpoint must be best or last, got {checkpoint!r}")
     request = ExportRequest(run_dir=run_dir, out=out, checkpoint=checkpoint, quantize=quantize,
                             force=force, data=data or None, name=name, heldout=heldout or [],
-                            card_notes=card_notes, command=" ".join(["bard", *sys.argv[1:]]))
+                            card_notes=card_notes, chat_template=chat_template,
+                            command=" ".join(["bard", *sys.argv[1:]]))
     try:
         with user_errors(UsageError):
             result = export_run(request)

@@ -43,6 +43,7 @@ class ServingConfig:
     requests: int = 3
     new_chars: int = 200
     rounds: int = 3
+    body_extra: dict[str, Any] = field(default_factory=dict)  # more request fields
 
     @classmethod
     def quick(cls) -> ServingConfig:
@@ -163,7 +164,8 @@ async def http_clients(url: str, model_id: str, callers: int,
     async def one(client: httpx.AsyncClient, seed: int) -> None:
         nonlocal produced
         body = {"model": model_id, "prompt": "", "max_tokens": config.new_chars,
-                "temperature": TEMPERATURE, "seed": seed, "stream": True}
+                "temperature": TEMPERATURE, "seed": seed, "stream": True,
+                **config.body_extra}
         start = time.perf_counter()
         seen = False
         async with client.stream("POST", url, json=body) as reply:

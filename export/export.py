@@ -40,11 +40,13 @@ from bard.training.evaluate import bits_per_char, stream_nll
 from bard.training.fsutil import atomic_directory, atomic_write_text
 from bard.training.lineage import Lineage
 from bard.training.model import CharLSTM
+from bard_sdk import ChatTemplate
 from bard_sdk.digest import sha256_bytes
 from bard_sdk.manifest import MANIFEST_FILE, ManifestContent, ModelFile, ModelSizes
 from bard_sdk.vocab import Vocabulary, code_points
 
 from .card import HeldOut, write_card
+from .chat_template import chat_template_for, read_chat_template
 from .onnx_graph import OPSET, export_onnx
 from .parity import ParityError, ParityReport, check_parity
 from .preflight import (
@@ -81,6 +83,7 @@ class ExportRequest:
     heldout: list[Path] = field(default_factory=list)
     card_notes: Path | None = None
     command: str | None = None
+    chat_template: Path | None = None  # a JSON file; None: the default (export/chat_template.py)
 
 
 @dataclass
@@ -101,24 +104,28 @@ def export_run(request: ExportRequest) -> ExportResult:
     if request.quantize not in (None, "int8"):
         raise UsageError(f"--quantize supports only int8, got {request.quantize!r}")
     notes = read_card_notes(request.card_notes)
+    template = read_chat_template(request.chat_template)
     check_readable_files(request.heldout, "--heldout")
     target = check_output_dir(request.out, request.run_dir, request.force)
     check_name(request.name or target.name)
     with output_lock(target):
         check_output_dir(request.out, request.run_dir, request.force)  # as it is now, locked
         try:
-            return _export(request, notes)
+            return _export(request, notes, template)
         except FileExistsError:  # something else created --out meanwhile: it is left alone
             raise UsageError(f"{request.out} appeared during the export; nothing was "
                              "replaced") from None
 
 
-def _export(request: ExportRequest, notes: str) -> ExportResult:
+def _export(request: ExportRequest, notes: str, template: ChatTemplate | None
+            ) -> ExportResult:
     checkpoint = load_checkpoint(find_checkpoint(request.run_dir, request.checkpoint))
     check_finite_weights(checkpoint)
     model = model_from_checkpoint(checkpoint)
     corpus = checkpoint.corpus
     vocab = Vocabulary(checkpoint.vocab)
+    chat_notes: list[str] = []  # said once the artifact is written, not before a refusal
+    chat = chat_template_for(template, vocab, chat_notes.append)
     val = validation_tokens(request, checkpoint, vocab)
     streams = checkpoint.train_config.val_streams
     whole = eval_spans(len(val), streams)
@@ -168,7 +175,7 @@ def _export(request: ExportRequest, notes: str) -> ExportResult:
                 model=ModelSizes("char-lstm", config.vocab_size, config.embedding_dim,
                                  config.hidden_size, config.num_layers,
                                  sum(p.numel() for p in model.parameters())),
-                opset=OPSET, files=files, provenance=provenance)
+                opset=OPSET, files=files, provenance=provenance, chat_template=chat)
             write_manifest(tmp, fields)
 
             sdk_model = bard_sdk.load(tmp, device="cpu")
@@ -209,6 +216,8 @@ def _export(request: ExportRequest, notes: str) -> ExportResult:
                 (tmp / "loss_curve.png").write_bytes(png.read_bytes())
     except PermissionError as err:
         raise UsageError(f"output path is not writable: {request.out} ({err})") from None
+    for note in chat_notes:
+        say(note)
     return ExportResult(request.out, manifest, parity)
 
 

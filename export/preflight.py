@@ -125,19 +125,22 @@ def output_lock(target: Path) -> Iterator[None]:
 
 def read_card_notes(path: Path | None) -> str:
     """`--card-notes`, read before the export work so a bad file fails fast."""
-    if path is None:
-        return ""
+    return "" if path is None else read_option_text(path, "--card-notes")
+
+
+def read_option_text(path: Path, option: str) -> str:
+    """A UTF-8 file an option names; a missing, irregular or undecodable one is a UsageError."""
     try:
         if not stat.S_ISREG(path.stat().st_mode):
-            raise UsageError(f"--card-notes {path} is not a regular file")
+            raise UsageError(f"{option} {path} is not a regular file")
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise UsageError(f"--card-notes file not found: {path}") from None
+        raise UsageError(f"{option} file not found: {path}") from None
     except UnicodeDecodeError as err:
-        raise UsageError(f"--card-notes file is not valid UTF-8: {path} "
+        raise UsageError(f"{option} file is not valid UTF-8: {path} "
                          f"(byte offset {err.start})") from None
     except OSError as err:
-        raise UsageError(f"cannot read --card-notes {path}: {err.strerror}") from None
+        raise UsageError(f"cannot read {option} {path}: {err.strerror}") from None
 
 
 def check_readable_files(paths: list[Path], option: str) -> None:

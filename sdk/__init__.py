@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
+from .chat_template import DEFAULT_CHAT_TEMPLATE, ChatPrompt, ChatTemplate
 from .decoding import Generator, LogitsProcessor
 from .engine import Completion, Engine, Request
 from .errors import (
@@ -29,14 +30,17 @@ from .errors import (
 )
 from .manifest import FORMAT_VERSION, Manifest, read_manifest
 from .model import Model, Score
+from .penalties import PenaltyArguments
 from .processors import BanCharacters, RepetitionPenalty
 from .scoring import Scorer, score_stream
 from .session import Session
 
 __all__ = [
-    "FORMAT_VERSION", "ArtifactError", "BanCharacters", "BardError", "Completion",
+    "DEFAULT_CHAT_TEMPLATE", "FORMAT_VERSION", "ArtifactError", "BanCharacters", "BardError",
+    "ChatPrompt", "ChatTemplate", "Completion",
     "DeviceError", "Engine", "EngineClosed", "EngineOverloaded", "Generator",
-    "InvalidArgumentError", "LogitsProcessor", "Manifest", "Model", "RepetitionPenalty",
+    "InvalidArgumentError", "LogitsProcessor", "Manifest", "Model", "PenaltyArguments",
+    "RepetitionPenalty",
     "Request", "Score", "Scorer", "Session", "UnknownCharacterError", "bundled_model_path",
     "generate", "load", "read_manifest", "score_stream",
 ]

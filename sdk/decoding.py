@@ -21,6 +21,7 @@ import numpy as np
 from .contract import PADDING_ID
 from .errors import InvalidArgumentError
 from .generation import Batch, prefill
+from .penalties import NO_PENALTIES, Penalties, PenaltyRows
 from .runtime import Runner, State
 from .sampling import SamplingParams, sample, uniforms
 
@@ -42,6 +43,7 @@ class RowSettings:
     key: np.uint64  # the row's random stream (see sampling.row_keys)
     max_new: int
     stops: tuple[np.ndarray, ...] = ()
+    penalties: Penalties = NO_PENALTIES  # frequency/presence/repetition, logit_bias, min_p
 
     @property
     def stop_key(self) -> tuple[tuple[int, ...], ...]:
@@ -52,7 +54,8 @@ class Rows:
     """Generating rows in row order; see the module docstring."""
 
     def __init__(self, runner: Runner, state: State, logits: np.ndarray,
-                 settings: Sequence[RowSettings]) -> None:
+                 settings: Sequence[RowSettings],
+                 prompts: Sequence[np.ndarray] | None = None) -> None:
         self.runner = runner
         self.state = state
         self.logits = logits  # [rows, vocab]
@@ -62,6 +65,9 @@ class Rows:
         self.max_new = np.array([s.max_new for s in self.settings], dtype=np.int64)
         width = max((len(stop) for s in self.settings for stop in s.stops), default=1)
         self.history = np.full((len(self.settings), width), PADDING_ID, dtype=np.int64)
+        # Only the rows that use penalties are in it; None while no row does (the hot path).
+        self.penalised: PenaltyRows | None = None
+        self._join_penalties(0, self.settings, prompts)
         self._regroup()
 
     def __len__(self) -> int:
@@ -88,8 +94,20 @@ class Rows:
         self._until_limit = int((self.max_new - self.steps).min()) if count else 0
         self._no_stops = np.zeros(count, dtype=np.int64)
 
-    def join(self, state: State, logits: np.ndarray, settings: Sequence[RowSettings]) -> None:
-        """Add rows (their state and next-character logits) at the end of the batch."""
+    def _join_penalties(self, first: int, settings: Sequence[RowSettings],
+                        prompts: Sequence[np.ndarray] | None) -> None:
+        if not any(s.penalties.active for s in settings):
+            return
+        if self.penalised is None:
+            self.penalised = PenaltyRows(self.logits.shape[1])
+        self.penalised.join(first, [s.penalties for s in settings],
+                            [s.params.temperature for s in settings], prompts)
+
+    def join(self, state: State, logits: np.ndarray, settings: Sequence[RowSettings],
+             prompts: Sequence[np.ndarray] | None = None) -> None:
+        """Add rows (their state and next-character logits) at the end of the batch;
+        `prompts` (the ids each read) count as seen for a repetition_penalty."""
+        self._join_penalties(len(self.settings), settings, prompts)
         old_h, old_c = self.state.to_numpy()
         new_h, new_c = state.to_numpy()
         self.state = self.runner.state(np.concatenate([old_h, new_h], axis=1),
@@ -111,6 +129,10 @@ class Rows:
 
     def keep(self, index: np.ndarray) -> None:
         """Only the rows at `index` go on (in that order)."""
+        if self.penalised is not None:
+            self.penalised.keep(index, len(self.settings))
+            if not len(self.penalised):
+                self.penalised = None
         self.settings = [self.settings[i] for i in index]
         self.state = self.state.select(index)
         self.logits = self.logits[index]
@@ -126,6 +148,9 @@ class Rows:
         row, the length of the stop string they complete (0 for none; the longest if several
         end here, since it starts first)."""
         logits = self.logits if logits is None else logits
+        penalised = self.penalised
+        if penalised is not None:
+            logits = penalised.apply(logits)
         if len(self.param_groups) == 1:
             params = self.param_groups[0][0]
             ids = sample(logits, params, None if params.greedy else
@@ -137,6 +162,8 @@ class Rows:
                 ids[index] = sample(logits[index], params, u)
         self.steps += 1
         self._until_limit -= 1
+        if penalised is not None:
+            penalised.record(ids)
         if not self.stop_groups:
             return ids, self._no_stops  # shared and read-only
         stop_len = np.zeros(len(ids), dtype=np.int64)
@@ -187,10 +214,11 @@ class Generator:
     def __init__(self, model_vocab_chars: Sequence[str], batch: Batch, runner: Runner,
                  settings: Sequence[RowSettings],
                  processors: Sequence[LogitsProcessor] = (), keep_state: bool = False,
-                 encode: Callable[[str], np.ndarray] | None = None) -> None:
+                 encode: Callable[[str], np.ndarray] | None = None,
+                 prompts: Sequence[np.ndarray] | None = None) -> None:
         self._chars = model_vocab_chars
         self._encode = encode
-        self._rows = Rows(runner, batch.state, batch.logits, settings)
+        self._rows = Rows(runner, batch.state, batch.logits, settings, prompts)
         self._index = np.arange(len(settings))  # original row number of each active row
         self._processors = list(processors)
         self._keep_state = keep_state

@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import atexit
 import threading
+import time
 import weakref
 from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 from .arguments import integer
 from .errors import EngineClosed, EngineOverloaded
+from .logprobs import checked_count
 from .model import Model
 from .options import GenerationOptions
+from .penalties import PenaltyArguments
 from .requests import (
     STREAM_WAKE_INTERVAL_S,
     STREAM_WAKES_PER_S,
@@ -34,6 +38,9 @@ from .requests import (
 from .scheduler import Finished, Scheduler
 from .vocab import OnUnknown
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 __all__ = [
     "DEFAULT_MAX_ACTIVE",
     "DEFAULT_MAX_QUEUED",
@@ -42,6 +49,7 @@ __all__ = [
     "STREAM_WAKE_INTERVAL_S",
     "Completion",
     "Engine",
+    "EngineObserver",
     "FinishReason",
     "Request",
 ]
@@ -53,6 +61,16 @@ DEFAULT_PREFILL_CHUNK = 256
 # a 200-character request beside 100k-character prompts within 3x its time alone, the
 # prompts still read at >= 1/3 of their rate alone).
 PREFILL_SHARE = 0.8
+
+
+class EngineObserver(Protocol):
+    """What a monitor (bard serve's /metrics) is told, on the engine's thread: the seconds
+    each step took, and each request's seconds from submit to its first character. Both
+    calls must be quick and must not raise."""
+
+    def step(self, seconds: float) -> None: ...
+
+    def first_character(self, seconds: float) -> None: ...
 
 
 class Engine:
@@ -85,7 +103,10 @@ class Engine:
         self._incoming: list[Request] = []
         self._cancels: list[int] = []
         self._closed = False
-        self._published = {"active": 0, "queued": 0, "completed": 0, "steps": 0}
+        self._published = {"active": 0, "queued": 0, "completed": 0, "steps": 0,
+                           "prompt_chars": 0, "generated_chars": 0}
+        # Told about every step when set (from any thread): see EngineObserver.
+        self.observer: EngineObserver | None = None
         self._wakeups = StreamWakeups()
         self._thread = threading.Thread(target=self._run, name="bard-engine", daemon=True)
         self._thread.start()
@@ -97,24 +118,37 @@ class Engine:
                top_k: int | None = None, top_p: float | None = None,
                stop: str | Sequence[str] | None = None, seed: int | None = None,
                on_unknown: OnUnknown = "error", replacement: str | None = None,
-               include_stop: bool = True) -> Request:
+               include_stop: bool = True, logprobs: int | None = None,
+               prompt_logprobs: int | None = None,
+               **penalties: Unpack[PenaltyArguments]) -> Request:
         """Queue one prompt; arguments are checked here, in the caller's thread.
 
         `include_stop=False` leaves a matched stop string out of the text (the OpenAI API's
         rule); streamed text then holds back the few characters that could begin one.
+        `logprobs=k` / `prompt_logprobs=k` (0 to 20) give each generated / prompt character's
+        log-probability under the model's raw distribution and its k likeliest alternatives
+        (`Completion.logprobs` / `.prompt_logprobs`, or `Request.apieces()` for a stream);
+        with `prompt_logprobs`, `max_new_chars=0` scores the prompt without generating.
+        The penalties (`bard_sdk.PenaltyArguments`) apply to this request's row only (the
+        logprobs stay those of the raw distribution).
         """
         options = GenerationOptions.checked(
             self.model.vocab, max_new_chars=max_new_chars, temperature=temperature,
             top_k=top_k, top_p=top_p, stop=stop, seed=seed, on_unknown=on_unknown,
-            replacement=replacement, include_stop=include_stop, single_seed=True)
-        return self.submit_checked(prompt, options)
+            replacement=replacement, include_stop=include_stop, single_seed=True, **penalties)
+        return self.submit_checked(prompt, options, logprobs=logprobs,
+                                   prompt_logprobs=prompt_logprobs)
 
-    def submit_checked(self, prompt: str, options: GenerationOptions) -> Request:
+    def submit_checked(self, prompt: str, options: GenerationOptions, *,
+                       logprobs: int | None = None, prompt_logprobs: int | None = None
+                       ) -> Request:
         """`submit` with options already built (`GenerationOptions.checked`)."""
         ids = self.model.prompt_ids(prompt, options.on_unknown, options.replacement)
         prompt_chars = len(prompt)
         request = Request(ids, prompt_chars, options.row_settings(1)[0],
-                          options.include_stop, self._wakeups, on_cancel=self._cancel)
+                          options.include_stop, self._wakeups, on_cancel=self._cancel,
+                          logprobs=checked_count(logprobs, "logprobs"),
+                          prompt_logprobs=checked_count(prompt_logprobs, "prompt_logprobs"))
         with self._wake:
             if self._closed:
                 raise EngineClosed("the engine is closed")
@@ -125,8 +159,9 @@ class Engine:
                     f"engine overloaded: {active} rows generating and {queued} requests "
                     f"queued (max_active={self.max_active}, max_queued={self.max_queued}); "
                     "retry later")
-            if options.max_new_chars == 0:
-                request.mailbox.finish(Completion("", "length", prompt_chars, 0))
+            if options.max_new_chars == 0 and request.prompt_logprobs is None:
+                request.mailbox.finish(Completion("", "length", prompt_chars, 0,
+                                                  None if logprobs is None else ()))
                 return request
             self._incoming.append(request)
             self._wake.notify()
@@ -152,7 +187,8 @@ class Engine:
         return self.submit(prompt, max_new_chars, **options).__aiter__()  # type: ignore[arg-type]
 
     def stats(self) -> dict[str, int]:
-        """Rows in flight, requests queued, requests completed, decode steps run."""
+        """Rows in flight, requests queued, requests completed, decode steps run, and the
+        characters read from prompts and generated since the engine started."""
         with self._wake:
             stats = dict(self._published)
             stats["queued"] += len(self._incoming)
@@ -195,7 +231,16 @@ class Engine:
         scheduler = self.scheduler
         while self._take_work():
             self._wakeups.pace(len(scheduler.batch))
-            self._finish(scheduler.step())
+            started = time.perf_counter()
+            finished = scheduler.step()
+            seconds = time.perf_counter() - started
+            firsts = scheduler.batch.take_first_characters()
+            observer = self.observer
+            if observer is not None:
+                observer.step(seconds)
+                for first in firsts:
+                    observer.first_character(first)
+            self._finish(finished)
         with self._wake:
             for request in self._incoming:
                 scheduler.add(request)
@@ -224,7 +269,9 @@ class Engine:
     def _publish(self) -> None:
         scheduler = self.scheduler
         self._published = {"active": scheduler.active, "queued": len(scheduler.queue),
-                           "completed": scheduler.completed, "steps": scheduler.steps}
+                           "completed": scheduler.completed, "steps": scheduler.steps,
+                           "prompt_chars": scheduler.prompt_chars,
+                           "generated_chars": scheduler.generated_chars}
 
     def _finish(self, finished: Finished) -> None:
         """Publish the counts, then hand each ended request its outcome, so a caller woken by

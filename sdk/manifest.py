@@ -15,13 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from . import contract
+from .chat_template import ChatTemplate, template_of
 from .contract import INPUT_NAMES, OUTPUT_NAMES, PADDING_ID
 from .digest import sha256_bytes
 from .display import printable
 from .errors import ArtifactError
 from .schema import validate_manifest_schema
 
-FORMAT_VERSION = 1
+# 2 added the optional `chat_template`: an SDK that knows only 1 would refuse the new key, so
+# it is told to upgrade instead. Version 1 manifests (the shipped model's) read as before.
+FORMAT_VERSION = 2
 MANIFEST_FILE = "manifest.json"
 # A manifest is a few kilobytes; these bounds keep a hostile one from costing more than that.
 MAX_MANIFEST_BYTES = 8 * 2**20
@@ -62,16 +65,19 @@ class ManifestContent:
     opset: int
     files: dict[str, ModelFile]
     provenance: dict[str, Any]
+    chat_template: ChatTemplate | None = None  # None: none written (readers use the default)
 
     def to_json(self) -> dict[str, Any]:
         model = self.model
+        optional = {} if self.chat_template is None else {
+            "chat_template": self.chat_template.to_json()}
         return build_manifest(
             name=self.name, bard_version=self.bard_version, created=self.created,
             vocabulary=list(self.vocabulary), model=dataclasses.asdict(model),
             graph=graph_section(model.num_layers, model.hidden_size, model.vocab_size,
                                 self.opset),
             files={k: dataclasses.asdict(v) for k, v in self.files.items()},
-            provenance=self.provenance)
+            provenance=self.provenance, **optional)
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> ManifestContent:
@@ -79,7 +85,9 @@ class ManifestContent:
         return cls(raw["name"], raw["bard_version"], raw["created"], list(raw["vocabulary"]),
                    ModelSizes(**raw["model"]), int(raw["graph"]["opset"]),
                    {k: ModelFile(**v) for k, v in raw["files"].items()},
-                   dict(raw["provenance"]))
+                   dict(raw["provenance"]),
+                   None if raw.get("chat_template") is None
+                   else ChatTemplate.from_json(raw["chat_template"]))
 
 
 @dataclass(frozen=True)
@@ -142,6 +150,12 @@ class Manifest:
             return None
         return ParentModel(record["name"], record["kind"], record["sha256"],
                            record["vocab_size"], tuple(record["added_characters"]))
+
+    @property
+    def chat_template(self) -> ChatTemplate:
+        """How a conversation becomes a prompt (sdk/chat_template.py): the manifest's
+        `chat_template`, or the default play script for an artifact that carries none."""
+        return template_of(self.raw)
 
     def variants(self) -> list[str]:
         return list(self.raw["files"])
@@ -301,6 +315,7 @@ def check_consistency(manifest: Manifest) -> None:
                                != parent["added_characters"]):
         raise ArtifactError("manifest provenance.parent does not match the vocabulary (its "
                             "added characters must be the ids from parent.vocab_size on)")
+    template_of(raw)  # its placeholders: what the schema cannot check
     names_in = tuple(t["name"] for t in raw["graph"]["inputs"])
     names_out = tuple(t["name"] for t in raw["graph"]["outputs"])
     if names_in != INPUT_NAMES or names_out != OUTPUT_NAMES:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import overload
+from typing import TYPE_CHECKING, overload
 
 import numpy as np
 
 from . import contract
 from .arguments import describe, string
 from .beam import beam_search
+from .chat_template import ChatPrompt, ChatTemplate, chat_prompt
 from .contract import PADDING_ID
 from .decoding import Generator, LogitsProcessor
 from .errors import ArtifactError, InvalidArgumentError
@@ -19,6 +20,7 @@ from .generation import Batch, prefill
 from .manifest import Manifest, read_manifest, read_model_bytes
 from .onnx_scan import check_self_contained
 from .options import MAX_NEW_CHARS, GenerationOptions, check_prompts
+from .penalties import PenaltyArguments
 from .runtime import (
     MODEL_ERRORS,
     Runner,
@@ -31,7 +33,14 @@ from .scoring import Score, Scorer
 from .session import Session
 from .vocab import OnUnknown, Vocabulary
 
-__all__ = ["MAX_NEW_CHARS", "Model", "Score"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["DEFAULT_CHAT_MAX_NEW_CHARS", "MAX_NEW_CHARS", "Model", "Score"]
+
+# A reply usually ends at the template's turn boundary long before this; the bound is for a
+# model that never writes one.
+DEFAULT_CHAT_MAX_NEW_CHARS = 1000
 
 
 class Model:
@@ -138,9 +147,11 @@ class Model:
         ids = self.encode(string(prompt, "prompt"), on_unknown, replacement)
         return contract.prompt_ids(ids, self.prime_id)
 
-    def _prefill_prompts(self, prompts: list[str], options: GenerationOptions) -> Batch:
+    def _prefill_prompts(self, prompts: list[str], options: GenerationOptions
+                         ) -> tuple[Batch, list[np.ndarray]]:
+        """The prompts read (and the ids read for each)."""
         ids = [self.prompt_ids(p, options.on_unknown, options.replacement) for p in prompts]
-        return prefill(self.runner, ids, self.runner.state(*self.zero_state(len(ids))))
+        return prefill(self.runner, ids, self.runner.state(*self.zero_state(len(ids)))), ids
 
     # ------------------------------------------------------------------ public API
 
@@ -154,25 +165,27 @@ class Model:
                   top_p: float | None = None, stop: str | Sequence[str] | None = None,
                   seed: int | Sequence[int] | None = None,
                   logits_processors: Sequence[LogitsProcessor] = (),
-                  on_unknown: OnUnknown = "error", replacement: str | None = None
-                  ) -> Generator:
+                  on_unknown: OnUnknown = "error", replacement: str | None = None,
+                  **penalties: Unpack[PenaltyArguments]) -> Generator:
         """A step loop over a batch of prompts (see `Generator`); the prompts are read now.
 
         `logits_processors` are `(step, ids, logits) -> logits` callables applied before each
-        sample (e.g. `bard_sdk.RepetitionPenalty`, `bard_sdk.BanCharacters`).
+        sample (e.g. `bard_sdk.RepetitionPenalty`, `bard_sdk.BanCharacters`), before the
+        penalties (`PenaltyArguments`: frequency_penalty, presence_penalty,
+        repetition_penalty, min_p, logit_bias).
         """
         prompts, _ = check_prompts(prompt)
         options = self.options(rows=len(prompts), max_new_chars=max_new_chars,
                                temperature=temperature, top_k=top_k, top_p=top_p, stop=stop,
                                seed=seed, logits_processors=logits_processors,
-                               on_unknown=on_unknown, replacement=replacement)
+                               on_unknown=on_unknown, replacement=replacement, **penalties)
         return self.generator_for(prompts, options)
 
     def generator_for(self, prompts: list[str], options: GenerationOptions) -> Generator:
         """`generator` with the prompts and options checked already."""
-        batch = self._prefill_prompts(prompts, options)
+        batch, ids = self._prefill_prompts(prompts, options)
         return Generator(self.vocab.chars, batch, self.runner, options.row_settings(len(prompts)),
-                         options.logits_processors, encode=self.encode)
+                         options.logits_processors, encode=self.encode, prompts=ids)
 
     @overload
     def generate(self, prompt: str, max_new_chars: int = ..., *, temperature: float = ...,
@@ -180,7 +193,8 @@ class Model:
                  stop: str | Sequence[str] | None = ..., seed: int | Sequence[int] | None = ...,
                  logits_processors: Sequence[LogitsProcessor] = ..., num_beams: int = ...,
                  length_penalty: float = ..., on_unknown: OnUnknown = ...,
-                 replacement: str | None = ...) -> str: ...
+                 replacement: str | None = ...,
+                 **penalties: Unpack[PenaltyArguments]) -> str: ...
 
     @overload
     def generate(self, prompt: Sequence[str], max_new_chars: int = ..., *,
@@ -188,14 +202,16 @@ class Model:
                  stop: str | Sequence[str] | None = ..., seed: int | Sequence[int] | None = ...,
                  logits_processors: Sequence[LogitsProcessor] = ..., num_beams: int = ...,
                  length_penalty: float = ..., on_unknown: OnUnknown = ...,
-                 replacement: str | None = ...) -> list[str]: ...
+                 replacement: str | None = ...,
+                 **penalties: Unpack[PenaltyArguments]) -> list[str]: ...
 
     def generate(self, prompt: str | Sequence[str], max_new_chars: int = 200, *,
                  temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                  stop: str | Sequence[str] | None = None, seed: int | Sequence[int] | None = None,
                  logits_processors: Sequence[LogitsProcessor] = (), num_beams: int = 1,
                  length_penalty: float = 1.0, on_unknown: OnUnknown = "error",
-                 replacement: str | None = None) -> str | list[str]:
+                 replacement: str | None = None, **penalties: Unpack[PenaltyArguments]
+                 ) -> str | list[str]:
         """Continue a prompt (str -> str) or a batch of prompts (list -> list).
 
         temperature=0 is greedy. A row ends after `max_new_chars` characters or right after
@@ -203,13 +219,15 @@ class Model:
         a list (one per row); row i then equals generating prompt i alone with seed[i].
         `num_beams` > 1 searches for the most likely continuation instead of sampling (beam
         search; a finished beam is ranked by log-likelihood / length ** length_penalty).
+        The OpenAI/vLLM penalties (frequency_penalty, presence_penalty, repetition_penalty,
+        min_p, logit_bias) are described at `bard_sdk.PenaltyArguments`.
         """
         prompts, single = check_prompts(prompt)
         options = self.options(rows=len(prompts), max_new_chars=max_new_chars,
                                temperature=temperature, top_k=top_k, top_p=top_p, stop=stop,
                                seed=seed, logits_processors=logits_processors,
                                num_beams=num_beams, length_penalty=length_penalty,
-                               on_unknown=on_unknown, replacement=replacement)
+                               on_unknown=on_unknown, replacement=replacement, **penalties)
         texts = self.generate_checked(prompts, options)
         return texts[0] if single else texts
 
@@ -218,7 +236,7 @@ class Model:
         if options.num_beams > 1:
             if options.max_new_chars == 0:
                 return [""] * len(prompts)
-            batch = self._prefill_prompts(prompts, options)
+            batch, _ = self._prefill_prompts(prompts, options)
             found = beam_search(self.runner, batch, options.max_new_chars, options.num_beams,
                                 options.length_penalty, list(options.stop_ids))
             return [self.vocab.decode(list(ids)) for ids, _ in found]
@@ -232,21 +250,23 @@ class Model:
                top_k: int | None = ..., top_p: float | None = ...,
                stop: str | Sequence[str] | None = ..., seed: int | Sequence[int] | None = ...,
                logits_processors: Sequence[LogitsProcessor] = ...,
-               on_unknown: OnUnknown = ..., replacement: str | None = ...) -> Iterator[str]: ...
+               on_unknown: OnUnknown = ..., replacement: str | None = ...,
+               **penalties: Unpack[PenaltyArguments]) -> Iterator[str]: ...
 
     @overload
     def stream(self, prompt: Sequence[str], max_new_chars: int = ..., *,
                temperature: float = ..., top_k: int | None = ..., top_p: float | None = ...,
                stop: str | Sequence[str] | None = ..., seed: int | Sequence[int] | None = ...,
                logits_processors: Sequence[LogitsProcessor] = ...,
-               on_unknown: OnUnknown = ..., replacement: str | None = ...
-               ) -> Iterator[tuple[int, str]]: ...
+               on_unknown: OnUnknown = ..., replacement: str | None = ...,
+               **penalties: Unpack[PenaltyArguments]) -> Iterator[tuple[int, str]]: ...
 
     def stream(self, prompt: str | Sequence[str], max_new_chars: int = 200, *,
                temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                stop: str | Sequence[str] | None = None, seed: int | Sequence[int] | None = None,
                logits_processors: Sequence[LogitsProcessor] = (),
-               on_unknown: OnUnknown = "error", replacement: str | None = None
+               on_unknown: OnUnknown = "error", replacement: str | None = None,
+               **penalties: Unpack[PenaltyArguments]
                ) -> Iterator[str] | Iterator[tuple[int, str]]:
         """Like generate, but yields text as it is made: characters for one prompt,
         (row, character) pairs for a list of prompts. Arguments are checked at the call."""
@@ -254,9 +274,37 @@ class Model:
         gen = self.generator(prompt, max_new_chars=max_new_chars, temperature=temperature,
                              top_k=top_k, top_p=top_p, stop=stop, seed=seed,
                              logits_processors=logits_processors, on_unknown=on_unknown,
-                             replacement=replacement)
+                             replacement=replacement, **penalties)
         return _stream_single(gen, self.vocab.chars) if single else _stream_rows(
             gen, self.vocab.chars)
+
+    @property
+    def chat_template(self) -> ChatTemplate:
+        """The artifact's chat template (its manifest's, or the default play script)."""
+        return self.manifest.chat_template
+
+    def chat_prompt(self, messages: Sequence[Mapping[str, str]], *,
+                    on_unknown: OnUnknown = "error", replacement: str | None = None
+                    ) -> ChatPrompt:
+        """OpenAI-style messages ({"role", "content", optional "name"}) as the prompt this
+        model continues, with the stop strings that end its reply (see `chat_template`).
+        Characters outside the vocabulary raise `UnknownCharacterError` naming the message,
+        or are skipped or replaced (`on_unknown`)."""
+        return chat_prompt(self.chat_template, self.vocab, messages, on_unknown, replacement)
+
+    def chat(self, messages: Sequence[Mapping[str, str]],
+             max_new_chars: int = DEFAULT_CHAT_MAX_NEW_CHARS, *,
+             stop: str | Sequence[str] | None = None, on_unknown: OnUnknown = "error",
+             replacement: str | None = None, **options: object) -> str:
+        """The model's reply to `messages`: generated from `chat_prompt(messages)` until the
+        template's turn boundary (or one of `stop`), which is left out of the reply, as
+        `bard serve`'s /v1/chat/completions does. Other options are `generate`'s."""
+        prompt = self.chat_prompt(messages, on_unknown=on_unknown, replacement=replacement)
+        stops = [*prompt.stop, *([stop] if isinstance(stop, str) else stop or [])]
+        text = self.generate(prompt.text, max_new_chars, stop=stops,
+                             **options)  # type: ignore[arg-type]
+        ended = [s for s in stops if text.endswith(s)]
+        return text[: len(text) - max(map(len, ended))] if ended else text
 
     def score(self, text: str, *, on_unknown: OnUnknown = "error",
               replacement: str | None = None) -> Score:

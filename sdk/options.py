@@ -16,6 +16,7 @@ import numpy as np
 from .arguments import describe, integer, real
 from .decoding import LogitsProcessor, RowSettings
 from .errors import InvalidArgumentError
+from .penalties import NO_PENALTIES, Penalties
 from .sampling import SamplingParams, row_keys
 from .vocab import OnUnknown, Vocabulary
 
@@ -50,6 +51,7 @@ class GenerationOptions:
     on_unknown: OnUnknown = "error"
     replacement: str | None = None
     include_stop: bool = True
+    penalties: Penalties = NO_PENALTIES
 
     @classmethod
     def checked(cls, vocab: Vocabulary, *, rows: int = 1, max_new_chars: object = 200,
@@ -57,13 +59,21 @@ class GenerationOptions:
                 stop: object = None, seed: object = None, logits_processors: object = (),
                 num_beams: object = 1, length_penalty: object = 1.0,
                 on_unknown: OnUnknown = "error", replacement: str | None = None,
-                include_stop: object = True, single_seed: bool = False) -> GenerationOptions:
+                include_stop: object = True, single_seed: bool = False,
+                frequency_penalty: object = 0.0, presence_penalty: object = 0.0,
+                repetition_penalty: object = 1.0, min_p: object = None,
+                logit_bias: object = None) -> GenerationOptions:
         """Every argument checked, in the order the public calls document them. `rows` is
         the number of prompts (a seed list must have one per row); `single_seed` refuses a
-        seed list (one request, one seed)."""
+        seed list (one request, one seed). The penalty arguments are `PenaltyArguments`'."""
         beams = integer(num_beams, "num_beams", minimum=1, maximum=MAX_BEAMS)
+        adjust = Penalties.checked(
+            len(vocab), vocab.index, frequency_penalty=frequency_penalty,
+            presence_penalty=presence_penalty, repetition_penalty=repetition_penalty,
+            min_p=min_p, logit_bias=logit_bias)
         if beams > 1:
-            refuse_sampling_in_beam_search(temperature, top_k, top_p, seed, logits_processors)
+            refuse_sampling_in_beam_search(temperature, top_k, top_p, seed, logits_processors,
+                                           adjust)
         max_new = check_max_new(max_new_chars)
         sampling = (SamplingParams() if beams > 1 else
                     SamplingParams.checked(temperature, top_k, top_p, len(vocab)))
@@ -75,21 +85,22 @@ class GenerationOptions:
             raise InvalidArgumentError(f"include_stop must be True or False, got "
                                        f"{describe(include_stop)}", param="include_stop")
         return cls(max_new, sampling, seeds, tuple(stops), tuple(vocab.encode(s) for s in stops),
-                   processors, beams, penalty, on_unknown, replacement, include_stop)
+                   processors, beams, penalty, on_unknown, replacement, include_stop, adjust)
 
     def row_settings(self, rows: int) -> list[RowSettings]:
         """One RowSettings per row: its sampling, random stream, limit and stop ids. A single
         seed of None is fresh entropy for every row."""
         seeds = self.seeds if len(self.seeds) == rows else self.seeds[:1] * rows
-        return [RowSettings(self.sampling, key, self.max_new_chars, self.stop_ids)
-                for key in row_keys(list(seeds))]
+        return [RowSettings(self.sampling, key, self.max_new_chars, self.stop_ids,
+                            self.penalties) for key in row_keys(list(seeds))]
 
 
 def refuse_sampling_in_beam_search(temperature: object, top_k: object, top_p: object,
-                                   seed: object, processors: object) -> None:
+                                   seed: object, processors: object,
+                                   penalties: Penalties = NO_PENALTIES) -> None:
     sampling = {"temperature": temperature != 1.0, "top_k": top_k is not None,
                 "top_p": top_p is not None, "seed": seed is not None,
-                "logits_processors": bool(processors)}
+                "logits_processors": bool(processors), **penalties.given()}
     given = [name for name, used in sampling.items() if used]
     if given:
         raise InvalidArgumentError(f"{', '.join(given)} do(es) not apply to beam search "

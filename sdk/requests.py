@@ -21,6 +21,7 @@ from typing import Literal
 import numpy as np
 
 from .decoding import RowSettings
+from .logprobs import CharLogprob
 
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 
@@ -45,6 +46,11 @@ class Completion:
     finish_reason: FinishReason
     prompt_chars: int
     completion_chars: int
+    # Requests that asked for them (`logprobs`, `prompt_logprobs`): one entry per character of
+    # `text`, and one per prompt character (the first None: nothing predicts it). A streamed
+    # request's went out with its pieces, as its text did.
+    logprobs: tuple[CharLogprob, ...] | None = None
+    prompt_logprobs: tuple[CharLogprob, ...] | None = None
 
 
 Outcome = Completion | BaseException
@@ -92,6 +98,7 @@ class Mailbox:
         self._wakeups = wakeups  # the engine's; only the engine thread wakes a mailbox
         self._lock = threading.Lock()
         self._pieces: list[str] = []
+        self._entries: list[CharLogprob] = []  # logprobs handed over with the pieces
         self._outcome: Outcome | None = None
         self._event = threading.Event()
         self._waker: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
@@ -103,9 +110,13 @@ class Mailbox:
         return self._outcome is not None
 
     # -- engine side
-    def put(self, piece: str) -> None:
+    def put(self, piece: str, entries: list[CharLogprob] | None = None) -> None:
+        """Hand over text and, for a request with logprobs, its characters' entries (prompt
+        entries come with an empty piece, before any text)."""
         with self._lock:
             self._pieces.append(piece)
+            if entries:
+                self._entries += entries
             if self._want_pieces:
                 now = time.monotonic()
                 if now - self._last_wake >= self._wakeups.interval:
@@ -128,8 +139,15 @@ class Mailbox:
     def _take_locked(self) -> tuple[str, bool]:
         text = "".join(self._pieces)
         self._pieces.clear()
+        if self._entries:  # a reader of text alone drops them (_take_entries_locked: keeps)
+            self._entries = []
         self._event.clear()
         return text, self._outcome is not None
+
+    def _take_entries_locked(self) -> tuple[str, list[CharLogprob], bool]:
+        entries, self._entries = self._entries, []
+        text, finished = self._take_locked()
+        return text, entries, finished
 
     def poll(self) -> tuple[str, bool]:
         """The text handed over so far and whether the request ended, without waiting."""
@@ -148,11 +166,16 @@ class Mailbox:
             return self._take_locked()
 
     async def atake(self, *, pieces: bool) -> tuple[str, bool]:
+        text, _, finished = await self.atake_entries(pieces=pieces)
+        return text, finished
+
+    async def atake_entries(self, *, pieces: bool) -> tuple[str, list[CharLogprob], bool]:
+        """`atake`, with the logprob entries handed over since the last take."""
         while True:
             with self._lock:
                 self._want_pieces = pieces
                 if (pieces and self._pieces) or self._outcome is not None:
-                    return self._take_locked()
+                    return self._take_entries_locked()
                 event = asyncio.Event()
                 self._waker = (asyncio.get_running_loop(), event)
             await event.wait()
@@ -175,17 +198,22 @@ class Request:
 
     `prompt_ids` are what the model reads (an empty prompt is already the prime character),
     `settings` how the row samples and ends, `include_stop` whether a matched stop string stays
-    in the text. `on_cancel` tells whoever runs the request (the engine) to drop its row."""
+    in the text. `logprobs` / `prompt_logprobs` (None: none) ask for each generated / prompt
+    character's log-probability with that many alternatives (logprobs.py). `on_cancel` tells
+    whoever runs the request (the engine) to drop its row."""
 
     def __init__(self, prompt_ids: np.ndarray, prompt_chars: int, settings: RowSettings,
                  include_stop: bool, wakeups: StreamWakeups,
-                 on_cancel: Callable[[Request], None] = lambda request: None) -> None:
+                 on_cancel: Callable[[Request], None] = lambda request: None, *,
+                 logprobs: int | None = None, prompt_logprobs: int | None = None) -> None:
         self.id = next(_request_ids)
+        self.submitted = time.monotonic()  # for the time to its first character
         self.prompt_ids = prompt_ids
         self.prompt_chars = prompt_chars
         self.settings = settings
         self.stops = settings.stops
         self.include_stop = include_stop
+        self.logprobs, self.prompt_logprobs = logprobs, prompt_logprobs
         self.mailbox = Mailbox(wakeups)
         self.cancelled = False
         # Read as a stream: the engine keeps only the text not handed over yet, and the
@@ -234,12 +262,19 @@ class Request:
             raise
 
     async def __aiter__(self) -> AsyncIterator[str]:
+        async for text, _ in self.apieces():
+            if text:
+                yield text
+
+    async def apieces(self) -> AsyncIterator[tuple[str, list[CharLogprob]]]:
+        """asyncio: (text, logprob entries) as they are made: the prompt's entries first (with
+        prompt_logprobs; their text is ""), then each piece of text with its characters'."""
         self.streamed = True
         try:
             while True:
-                text, finished = await self.mailbox.atake(pieces=True)
-                if text:
-                    yield text
+                text, entries, finished = await self.mailbox.atake_entries(pieces=True)
+                if text or entries:
+                    yield text, entries
                 if finished:
                     self.mailbox.outcome()
                     return

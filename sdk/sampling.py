@@ -13,6 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .arguments import integer, real
+from .cdf import inverse_cdf, weights_of
+from .large_vocab import blocked_choice, nucleus_choice, top_k_choice
+from .weights_graph import exp_weights
 
 MASK64 = (1 << 64) - 1
 # Below this temperature sampling is greedy (argmax). At 1e-6 a logit gap of 1e-4 already
@@ -79,17 +82,28 @@ def sample(logits: np.ndarray, params: SamplingParams, u: np.ndarray | None) -> 
     A row's weights are exp((logit - max) / temperature) in float32; the chosen id is the
     first whose cumulative weight, in id order over the characters kept, passes u x the kept
     weight, so a row's choice depends only on its own logits and uniform. Nothing sorts the
-    vocabulary: top-k partitions it (argpartition), top-p sorts only the largest weights
-    (as many as the nucleus needs), so their cost grows with the characters kept.
+    vocabulary: over LARGE_VOCAB characters the weights come from onnxruntime, the inverse
+    CDF goes by blocks, and top-k / top-p sort only the characters above a threshold that a
+    strided sample of the row suggests (`large_vocab.py`), so their cost grows with the
+    characters kept.
     """
     if params.greedy or u is None:
         return logits.argmax(axis=1)
     z = np.ascontiguousarray(logits, dtype=np.float32)
-    vocab = z.shape[1]
+    rows, vocab = z.shape
+    if not rows:
+        return np.zeros(0, dtype=np.int64)
     top_k = params.top_k if params.top_k is not None and params.top_k < vocab else None
     top_p = params.top_p if params.top_p is not None and params.top_p < 1.0 else None
     scale = np.float32(1.0 / params.temperature)
     fraction = u  # float64 in [0, 1): fraction x a float32 total stays below the total
+    if vocab > LARGE_VOCAB:
+        if top_k is not None:
+            return top_k_choice(z, top_k, top_p, scale, fraction)
+        weights = exp_weights(z, scale)
+        if top_p is not None:
+            return nucleus_choice(weights, top_p, fraction)
+        return blocked_choice(weights, fraction)
     if top_k is not None:
         ids = np.argpartition(z, -top_k, axis=1)[:, -top_k:]
         ids.sort(axis=1)  # id order: the choice does not depend on how the partition fell
@@ -98,64 +112,14 @@ def sample(logits: np.ndarray, params: SamplingParams, u: np.ndarray | None) -> 
         if top_p is not None:
             weights = keep_nucleus(weights, top_p)
         return ids[np.arange(len(ids)), inverse_cdf(weights, fraction)]
-    if vocab <= 4 * BLOCK:  # small vocabularies: one pass of each kind is cheapest
-        weights = weights_of(z, z.max(axis=1, keepdims=True), scale)
-        if top_p is not None:
-            weights = keep_nucleus(weights, top_p)
-        return inverse_cdf(weights, fraction)
-    weights = scaled_logits(z, scale)
-    np.exp(weights, out=weights)
+    weights = weights_of(z, z.max(axis=1, keepdims=True), scale)
     if top_p is not None:
         weights = keep_nucleus(weights, top_p)
-    return blocked_choice(weights, vocab, fraction)
+    return inverse_cdf(weights, fraction)
 
 
-BLOCK = 64  # characters per block of the two-level inverse CDF over a large vocabulary
+LARGE_VOCAB = 256  # up to here one numpy pass of each kind is cheapest (the 65 path)
 NUCLEUS_FIRST_GUESS = 256  # weights sorted to find a nucleus, then 4x as many, ...
-
-
-def weights_of(values: np.ndarray, top: np.ndarray, scale: np.float32) -> np.ndarray:
-    """exp((values - top) * scale) in float32, in a new array (-inf values weigh 0)."""
-    weights = np.subtract(values, top, dtype=np.float32)
-    weights *= scale
-    return np.exp(weights, out=weights)
-
-
-def scaled_logits(z: np.ndarray, scale: np.float32) -> np.ndarray:
-    """(z - row max) x scale, padded with -inf (weight 0) to a whole number of blocks."""
-    rows, vocab = z.shape
-    padded = np.full((rows, -(-vocab // BLOCK) * BLOCK), -np.inf, dtype=np.float32)
-    scaled = padded[:, :vocab]
-    np.subtract(z, z.max(axis=1, keepdims=True), out=scaled)
-    scaled *= scale
-    return padded
-
-
-def inverse_cdf(weights: np.ndarray, fraction: np.ndarray) -> np.ndarray:
-    """Per row, the first column whose cumulative weight exceeds fraction x the row's total:
-    never a column of weight 0 (the target stays below the total)."""
-    cdf = np.cumsum(weights, axis=1)
-    target = fraction * cdf[:, -1]
-    chosen = (cdf <= target[:, None]).sum(axis=1)
-    return np.minimum(chosen, weights.shape[1] - 1)
-
-
-def blocked_choice(padded: np.ndarray, vocab: int, fraction: np.ndarray) -> np.ndarray:
-    """`inverse_cdf` without a cumulative sum across the vocabulary: the weights (padded to
-    whole blocks with 0) are summed per block of BLOCK characters, the block is found on
-    those sums, then the character inside it."""
-    rows, width = padded.shape
-    blocks = width // BLOCK
-    grouped = padded.reshape(rows, blocks, BLOCK)
-    cumulative = np.cumsum(grouped.sum(axis=2), axis=1)
-    target = fraction * cumulative[:, -1]
-    block = np.minimum((cumulative <= target[:, None]).sum(axis=1), blocks - 1)
-    row = np.arange(rows)
-    before = np.where(block > 0, cumulative[row, block - 1], 0.0)
-    inside = grouped[row, block]
-    within = (np.cumsum(inside, axis=1) <= (target - before)[:, None]).sum(axis=1)
-    last_nonzero = BLOCK - 1 - (inside[:, ::-1] > 0).argmax(axis=1)  # rounding at its end
-    return np.minimum(block * BLOCK + np.minimum(within, last_nonzero), vocab - 1)
 
 
 def keep_nucleus(weights: np.ndarray, top_p: float) -> np.ndarray:

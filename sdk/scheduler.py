@@ -32,6 +32,7 @@ import numpy as np
 from .contract import PADDING_ID
 from .decoding import Rows
 from .errors import BardError
+from .logprobs import CharLogprob, char_logprobs, first_char
 from .model import Model
 from .requests import Completion, FinishReason, Outcome, Request
 
@@ -45,9 +46,12 @@ STREAM_KEEP_CHARS = 4096
 
 class Row:
     """A request inside the engine: where its prompt is read up to, and the text it has made
-    and handed over (with the hold-back that keeps a stop string's start out of a stream)."""
+    and handed over (with the hold-back that keeps a stop string's start out of a stream).
+    A request with logprobs keeps one entry per produced character in `entries` (None for the
+    others, which do no logprob work at all) and, with prompt_logprobs, its prompt's."""
 
-    __slots__ = ("cursor", "dropped", "held", "produced", "request", "sent")
+    __slots__ = ("cursor", "dropped", "entries", "held", "produced", "prompt_entries",
+                 "request", "sent")
 
     def __init__(self, request: Request) -> None:
         self.request = request
@@ -59,18 +63,35 @@ class Row:
         # Without the stop string in the text, the last few characters wait until they
         # cannot be the start of one.
         self.held = 0 if request.include_stop else max(longest_stop - 1, 0)
+        self.entries: list[CharLogprob] | None = None if request.logprobs is None else []
+        self.prompt_entries: list[CharLogprob] | None = None
+        if request.prompt_logprobs is not None:
+            # the prompt's first character: nothing predicts it (an empty prompt has none)
+            self.prompt_entries = ([first_char(int(request.prompt_ids[0]))]
+                                   if request.prompt_chars else [])
+            request.mailbox.put("", self.prompt_entries)
 
     def emit(self, ch: str) -> None:
         """A character of a row that goes on."""
         self.produced.append(ch)
         if len(self.produced) - self.sent > self.held:
-            self.request.mailbox.put("".join(self.produced[self.sent : len(self.produced)
-                                                           - self.held]))
-            self.sent = len(self.produced) - self.held
+            end = len(self.produced) - self.held
+            entries = self.entries
+            self.request.mailbox.put("".join(self.produced[self.sent : end]),
+                                     None if entries is None else entries[self.sent : end])
+            self.sent = end
             if self.sent >= STREAM_KEEP_CHARS and self.request.streamed:
                 del self.produced[: self.sent]  # a stream keeps only its unread text
+                if self.entries is not None:
+                    del self.entries[: self.sent]
                 self.dropped += self.sent
                 self.sent = 0
+
+    def scored(self, entries: list[CharLogprob]) -> None:
+        """Log-probabilities of prompt characters the prefill just read past."""
+        assert self.prompt_entries is not None
+        self.prompt_entries += entries
+        self.request.mailbox.put("", entries)
 
     def finish(self, ch: str | None, reason: FinishReason, stop_len: int) -> Completion:
         """The row's last character (None when cancelled) and why it ends: hands over the
@@ -81,11 +102,16 @@ class Row:
         text = "".join(self.produced)
         if reason == "stop" and not request.include_stop:
             text = text[: len(text) - stop_len]
+        entries = None if self.entries is None else self.entries[: len(text)]
         if len(text) > self.sent:
-            request.mailbox.put(text[self.sent :])
+            request.mailbox.put(text[self.sent :], entries and entries[self.sent :])
         made = self.dropped + len(self.produced)
         # A stream's text went out piece by piece and is not kept: its completion has none.
-        return Completion("" if request.streamed else text, reason, request.prompt_chars, made)
+        if request.streamed:
+            return Completion("", reason, request.prompt_chars, made)
+        prompt = None if self.prompt_entries is None else tuple(self.prompt_entries)
+        return Completion(text, reason, request.prompt_chars, made,
+                          None if entries is None else tuple(entries), prompt)
 
 
 @dataclass
@@ -167,11 +193,18 @@ class Prefill:
             tokens[k, : end - row.cursor] = row.request.prompt_ids[row.cursor : end]
             cursors.append(end)
         runner = self.model.runner
-        _, state = runner.step(tokens, runner.state(self.h[:, feeding], self.c[:, feeding]))
+        logits, state = runner.step(tokens, runner.state(self.h[:, feeding],
+                                                         self.c[:, feeding]))
         self.h, self.c = self.h.copy(), self.c.copy()
         self.h[:, feeding], self.c[:, feeding] = state.to_numpy()
-        for i, end in zip(feeding.tolist(), cursors):
-            self.rows[i].cursor = end
+        for k, (i, end) in enumerate(zip(feeding.tolist(), cursors)):
+            row = self.rows[i]
+            if row.prompt_entries is not None:  # only rows that asked: echo with logprobs
+                ids = row.request.prompt_ids
+                row.scored(char_logprobs(logits[k, : end - row.cursor], ids[row.cursor + 1 :
+                                         end + 1], [row.request.prompt_logprobs or 0]
+                                         * (end - row.cursor)))
+            row.cursor = end
 
 
 class RunningBatch:
@@ -185,6 +218,19 @@ class RunningBatch:
         self.core = Rows(runner, runner.state(*model.zero_state(0)),
                          np.zeros((0, self.vocab_size), np.float32), [])
         self.rows: list[Row] = []
+        self.fresh: list[Row] = []  # joined, first character not sampled yet
+        # Seconds from submit to the first character, of the rows that sampled theirs since
+        # the engine last took them (`take_first_characters`).
+        self.first_characters: list[float] = []
+        # The rows that asked for logprobs (positions in the batch) and how many alternatives
+        # each wants: recomputed when rows join or leave, so a step without them costs one test.
+        self.logprob_rows = np.zeros(0, np.int64)
+        self.logprob_tops: list[int] = []
+
+    def _index_logprobs(self) -> None:
+        wanted = [i for i, row in enumerate(self.rows) if row.entries is not None]
+        self.logprob_rows = np.array(wanted, np.int64)
+        self.logprob_tops = [self.rows[i].request.logprobs or 0 for i in wanted]
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -195,12 +241,18 @@ class RunningBatch:
             row.cursor = len(row.request.prompt_ids)
         self.core.join(self.core.runner.state(ready.h, ready.c),
                        np.zeros((len(ready.rows), self.vocab_size), np.float32),
-                       [row.request.settings for row in ready.rows])
+                       [row.request.settings for row in ready.rows],
+                       [row.request.prompt_ids for row in ready.rows])
         self.rows += ready.rows
+        self.fresh += ready.rows
+        if len(self.logprob_rows) or any(row.entries is not None for row in ready.rows):
+            self._index_logprobs()
 
     def keep(self, keep: np.ndarray) -> None:
         self.core.keep(keep)
         self.rows = [self.rows[i] for i in keep]
+        if len(self.logprob_rows):
+            self._index_logprobs()
 
     def drop(self, cancelled: set[int]) -> list[Row]:
         """Remove the rows of cancelled requests; returns them."""
@@ -208,12 +260,31 @@ class RunningBatch:
         if gone:
             self.keep(np.array([i for i, row in enumerate(self.rows)
                                 if row.request.id not in cancelled], np.int64))
+            self.fresh = [row for row in self.fresh if row.request.id not in cancelled]
         return gone
+
+    def take_first_characters(self) -> list[float]:
+        """The time-to-first-character of the rows that sampled their first since the last
+        call (seconds from submit), and forget them."""
+        taken, self.first_characters = self.first_characters, []
+        return taken
 
     def sample(self, finished: Finished) -> tuple[np.ndarray, int]:
         """One character per row; rows that end leave (onto `finished`). Returns the ids of
         the rows left and how many ended."""
+        wanted = self.logprob_rows
+        # the raw distribution (logprobs.py), taken before sampling touches the logits
+        raw = self.core.logits[wanted] if len(wanted) else None
         ids, stop_len = self.core.sample()
+        if self.fresh:
+            now = time.monotonic()
+            self.first_characters += [now - row.request.submitted for row in self.fresh]
+            self.fresh = []
+        if raw is not None:
+            rows = self.rows
+            for i, entry in zip(wanted.tolist(), char_logprobs(raw, ids[wanted],
+                                                                self.logprob_tops)):
+                rows[i].entries.append(entry)  # type: ignore[union-attr]
         chars = self.chars
         ends = self.core.finished(stop_len)
         if ends is None:
@@ -300,6 +371,8 @@ class Scheduler:
         self._cancelled: set[int] = set()
         self.completed = 0  # requests that ended after being admitted (failures aside)
         self.steps = 0  # decode steps run
+        self.prompt_chars = 0  # characters of the prompts admitted
+        self.generated_chars = 0  # characters sampled
 
     @property
     def active(self) -> int:
@@ -326,7 +399,7 @@ class Scheduler:
         try:
             self._drop_cancelled(finished)
             self._admit()
-            ready = self._read_prompts()
+            ready = self._retire_scored(self._read_prompts(), finished)
             if self.batch or ready:
                 started = time.perf_counter()
                 self._decode(ready, finished)
@@ -378,11 +451,27 @@ class Scheduler:
                          for r in self.queue if r.id in cancelled]
             self.queue = deque(waiting)
 
+    def _retire_scored(self, ready: Ready | None, finished: Finished) -> Ready | None:
+        """Rows asked for no new characters (a prompt scored for its logprobs: echo with
+        max_tokens 0) end once their prompts are read; the others go on to join the batch."""
+        if ready is None or all(row.request.settings.max_new for row in ready.rows):
+            return ready
+        going = [k for k, row in enumerate(ready.rows) if row.request.settings.max_new]
+        for row in ready.rows:
+            if not row.request.settings.max_new:
+                finished.append((row.request, row.finish(None, "length", 0)))
+                self.completed += 1
+        if not going:
+            return None
+        return Ready([ready.rows[k] for k in going], ready.h[:, going], ready.c[:, going],
+                     ready.last_ids[going])
+
     def _admit(self) -> None:
         free = self.max_active - self.active
         if free > 0 and self.queue:
-            self.prefill.admit([Row(self.queue.popleft())
-                                for _ in range(min(free, len(self.queue)))])
+            rows = [Row(self.queue.popleft()) for _ in range(min(free, len(self.queue)))]
+            self.prompt_chars += sum(row.request.prompt_chars for row in rows)
+            self.prefill.admit(rows)
 
     def _decode(self, ready: Ready | None, finished: Finished) -> None:
         """Sample a character for every generating row, retire the rows that end, then feed
@@ -390,6 +479,7 @@ class Scheduler:
         batch = self.batch
         ids = np.zeros(0, np.int64)
         if len(batch):
+            self.generated_chars += len(batch)
             ids, ended = batch.sample(finished)
             self.steps += 1
             self.completed += ended

@@ -1,7 +1,7 @@
-"""The ASGI app: OpenAI-compatible completions, models, health and a playground page.
+"""The ASGI app: OpenAI-compatible completions and chat, models, health and a playground page.
 
-Routes only delegate: completions to completions.py, bodies to openai_api.py; the sampling,
-batching, stop strings and seeds are the SDK's engine's.
+Routes only delegate: completions to completions.py, chat to chat.py, bodies to openai_api.py
+and chat_api.py; the sampling, batching, stop strings and seeds are the SDK's engine's.
 """
 
 from __future__ import annotations
@@ -24,9 +24,20 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request as HttpRequest
 
+from .chat import chat_complete
+from .chat_api import ChatCompletionRequest
 from .completions import Limits, complete
 from .guard import ApiKey, BodyLimit, Guard, HostCheck
+from .metrics import CountRequests, ServerMetrics
 from .openai_api import ApiError, CompletionRequest, error_body, model_card, now
+from .openapi_doc import FrontDoor, install
+from .tokenizer_api import (
+    DetokenizeRequest,
+    TokenizeRequest,
+    detokenize,
+    tokenize,
+    tokenizer_info,
+)
 
 __all__ = ["ApiError", "create_app"]
 
@@ -98,6 +109,21 @@ class Routes:
         return await complete(self.engine, body, self.model_id, self.limits,
                               lambda: client_gone(http))
 
+    async def chat_completions(self, body: ChatCompletionRequest, http: HttpRequest
+                               ) -> Response:
+        return await chat_complete(self.engine, body, self.model_id, self.limits,
+                                   lambda: client_gone(http))
+
+    async def tokenize(self, body: TokenizeRequest) -> dict[str, Any]:
+        return tokenize(body, self.engine.model.vocab, self.model_id,
+                        self.limits.max_prompt_chars)
+
+    async def detokenize(self, body: DetokenizeRequest) -> dict[str, Any]:
+        return detokenize(body, self.engine.model.vocab, self.model_id)
+
+    async def tokenizer_info(self) -> dict[str, Any]:
+        return tokenizer_info(self.engine.model.vocab, self.limits.max_prompt_chars)
+
 
 async def client_gone(http: HttpRequest) -> None:
     """Returns once the client disconnects: the body is read, so the next ASGI message is
@@ -124,7 +150,12 @@ def create_app(engine: Engine, model_id: str, *, max_tokens_limit: int = 100_000
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(StarletteHTTPException, http_error)
-    add_guard(app, guard or Guard())
+    guard = guard or Guard()
+    add_guard(app, guard)
+    install(app, FrontDoor(guard.api_key is not None, guard.allowed_hosts is not None))
+    metrics = ServerMetrics(engine, None if replica is None else str(replica["id"]))
+    app.add_middleware(CountRequests, metrics=metrics, routes=app.router.routes)  # outermost
+    app.add_api_route("/metrics", metrics.endpoint, methods=["GET"])
     app.add_api_route("/health", routes.health, methods=["GET"])
     app.add_api_route("/v1/models", routes.models, methods=["GET"])
     app.add_api_route("/v1/models/{name}", routes.one_model, methods=["GET"])
@@ -134,6 +165,12 @@ def create_app(engine: Engine, model_id: str, *, max_tokens_limit: int = 100_000
         app.add_api_route(f"/{name}", asset_route(name), methods=["GET"])
     app.add_api_route("/v1/completions", routes.completions, methods=["POST"],
                       response_model=None)
+    app.add_api_route("/v1/chat/completions", routes.chat_completions, methods=["POST"],
+                      response_model=None)
+    # vLLM's tokenizer routes (lm-evaluation-harness's tokenizer_backend=remote)
+    app.add_api_route("/tokenize", routes.tokenize, methods=["POST"])
+    app.add_api_route("/detokenize", routes.detokenize, methods=["POST"])
+    app.add_api_route("/tokenizer_info", routes.tokenizer_info, methods=["GET"])
     return app
 
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,6 +36,15 @@ def wrapped(model: Any, factory: Callable[[Any], Any]) -> tuple[Any, Any]:
     made: list[Any] = []
     view = model.with_runner(lambda inner: made.append(factory(inner)) or made[-1])
     return view, made[0]
+
+
+def log_probs(model: Any, text: str) -> np.ndarray:
+    """float64 log-probabilities [len(text), vocab]: row t predicts character t + 1."""
+    ids = model.encode(text)[None, :]
+    logits, _, _ = model.forward(ids, *model.zero_state(1))
+    z = logits[0].astype(np.float64)
+    z -= z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
 
 @pytest.fixture(scope="session")

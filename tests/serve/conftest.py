@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,3 +38,17 @@ def server(tiny_artifact: Path) -> Iterator[Server]:
         # uvicorn shuts down gracefully, then re-raises SIGTERM as its exit status
         assert running.process.returncode in (0, -signal.SIGTERM), running.log
         assert not any("Traceback" in line for line in running.log), running.log
+
+
+def write_in_room(page: Any, prompt: str, length: int, *, temperature: str,
+                  seed: int | None = None) -> None:
+    """Fill the writing room's form (a Playwright page), press Generate, wait until done."""
+    page.wait_for_function("!document.getElementById('generate').disabled", timeout=30_000)
+    page.fill("#prompt", prompt)
+    page.fill("#length", str(length))
+    page.fill("#seed", "" if seed is None else str(seed))
+    page.locator("#temperature").evaluate(
+        f"(el) => {{ el.value = '{temperature}'; el.dispatchEvent(new Event('input')); }}")
+    page.click("#generate")
+    page.wait_for_function("document.getElementById('status').textContent.startsWith('done')",
+                           timeout=60_000)

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from bard.bench.server_process import start_server as start
 
-from tests.serve.conftest import start_server, stop_server
+from tests.serve.conftest import start_server, stop_server, write_in_room
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -65,17 +65,7 @@ def test_the_page_asks_for_the_api_key(tiny_artifact: Path) -> None:
             page.on("dialog", lambda dialog: (asked.append(dialog.message),
                                               dialog.accept(KEY)))
             try:
-                page.wait_for_function("!document.getElementById('generate').disabled",
-                                       timeout=30_000)
-                page.fill("#prompt", "JULIET:")
-                page.fill("#length", "40")
-                page.fill("#seed", "3")
-                page.locator("#temperature").evaluate(
-                    "(el) => { el.value = '0.5'; el.dispatchEvent(new Event('input')); }")
-                page.click("#generate")
-                page.wait_for_function(
-                    "document.getElementById('status').textContent.startsWith('done')",
-                    timeout=60_000)
+                write_in_room(page, "JULIET:", 40, temperature="0.5", seed=3)
                 assert page.locator("#generated").text_content() == expected
                 assert len(asked) == 1 and "API key" in asked[0]
             finally:

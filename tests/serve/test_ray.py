@@ -241,6 +241,25 @@ def test_two_replicas_share_the_load(client: openai.OpenAI, model: bard_sdk.Mode
     assert len({replica for replica, _ in served.values()}) == 2, served
 
 
+def test_metrics_are_per_replica(ray_server: Server) -> None:
+    """Each replica has its own registry: a scrape through the proxy reaches one replica,
+    names it in the header, and every bard series carries that replica's label."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    seen: dict[str, float] = {}
+    for _ in range(60):
+        reply = httpx.get(ray_server.url + "/metrics", timeout=10)
+        assert reply.status_code == 200
+        replica = reply.headers[REPLICA_HEADER]
+        samples = [s for f in text_string_to_metric_families(reply.text) for s in f.samples
+                   if s.name.startswith("bard_")]
+        assert samples and {s.labels.get("replica") for s in samples} == {replica}
+        seen[replica] = next(s.value for s in samples if s.name == "bard_max_active_rows")
+        if len(seen) == 2:
+            break
+    assert seen == dict.fromkeys(seen, 16.0) and len(seen) == 2, seen
+
+
 def test_killed_replica_fails_its_requests_and_ray_replaces_it(
         client: openai.OpenAI, model: bard_sdk.Model, ray_server: Server) -> None:
     pids = replica_pids(ray_server.url)

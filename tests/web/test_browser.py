@@ -9,7 +9,7 @@ import bard_sdk
 import numpy as np
 import pytest
 
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, log_probs
 from tests.web.conftest import Browser, SiteServer
 
 PROMPT = "JULIET:"
@@ -18,15 +18,6 @@ PROMPT = "JULIET:"
 @pytest.fixture(scope="module")
 def tiny_model(tiny_artifact: Path) -> bard_sdk.Model:
     return bard_sdk.load(tiny_artifact, device="cpu", threads=1)
-
-
-def log_probs(model: bard_sdk.Model, text: str) -> np.ndarray:
-    """float64 log-probabilities [len(text), vocab]: row t predicts character t + 1."""
-    ids = model.encode(text)[None, :]
-    logits, _, _ = model.forward(ids, *model.zero_state(1))
-    z = logits[0].astype(np.float64)
-    z -= z.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
 
 def test_greedy_300_characters_equal_the_sdk(browser: Browser, shipped_site: SiteServer) -> None:

@@ -30,7 +30,6 @@ class LocalBackend {
   constructor(model) {
     this.model = model;
     this.name = model.manifest.name;
-    this.probabilities = true;
     const threads = model.threads ? `, ${model.threads} thread${model.threads > 1 ? "s" : ""}` : "";
     this.where = `in your browser (onnxruntime-web, ${model.backend.toUpperCase()}${threads})`;
   }
@@ -55,20 +54,54 @@ class LocalBackend {
 
 const API_KEY_ITEM = "bard-serve-api-key";
 
-/** `bard serve` over its OpenAI API: text only (the server sends no probabilities yet). */
+// Alternatives the server reports per character (its `logprobs`; bard serve allows up to 20).
+const SERVER_ALTERNATIVES = 10;
+
+/** One character the server wrote: its probability under the model and the alternatives the
+ *  server reported there (the `logprobs` likeliest and the one written). */
+class ServerStep {
+  constructor(context, char, logProbability, top) {
+    this.context = context; // the text before this character (prompt and what came before)
+    this.char = char;
+    this.probability = Math.exp(logProbability);
+    this.surprisal = -logProbability; // nats
+    this._top = top; // {char: log-probability}
+  }
+
+  alternatives(k = 10) {
+    return Object.entries(this._top).sort((a, b) => b[1] - a[1]).slice(0, k)
+      .map(([char, logProbability]) => ({char, probability: Math.exp(logProbability)}));
+  }
+
+  with(char) {
+    return new ServerStep(this.context, char, this._top[char], this._top);
+  }
+}
+
+/** `bard serve` over its OpenAI API: the text and, from `logprobs` and `echo`, each
+ *  character's probability and the alternatives (the server is stateless: a branch sends the
+ *  text up to the chosen character as a new prompt). */
 class ServerBackend {
   constructor(config) {
     this.name = config.model;
     this.url = config.completions;
-    this.probabilities = false;
     this.where = "on the server (bard serve)";
     this.controller = null;
   }
 
   async *stream(prompt, options, onPrompt) {
     onPrompt(null);
+    yield* this._complete(prompt, true, options, onPrompt);
+  }
+
+  async *continueFrom(step, char, options) {
+    yield* this._complete(step.context + char, false, options, null);
+  }
+
+  async *_complete(prompt, echo, options, onPrompt) {
     const body = {model: this.name, prompt, max_tokens: options.maxNewChars,
-                  temperature: options.temperature, stream: true};
+                  temperature: options.temperature, stream: true,
+                  logprobs: SERVER_ALTERNATIVES, echo};
     if (options.seed !== null) body.seed = options.seed;
     this.controller = new AbortController();
     const send = (key) => fetch(this.url, {
@@ -88,10 +121,28 @@ class ServerBackend {
       const problem = await response.json().catch(() => ({}));
       throw new Error((problem.error && problem.error.message) || response.statusText);
     }
-    yield* this._events(response.body.getReader());
+    yield* this._steps(response.body.getReader(), prompt, echo ? onPrompt : null);
   }
 
-  async *_events(reader) {
+  /** The characters of the event stream as steps. With `echo`, the first characters are the
+   *  prompt's: their surprisals go to `onPrompt` once all of them have come. */
+  async *_steps(reader, prompt, onPrompt) {
+    const echoed = onPrompt ? Array.from(prompt).length : 0;
+    const promptSurprisals = [];
+    let context = prompt;
+    for await (const entry of this._entries(reader)) {
+      if (promptSurprisals.length < echoed) {
+        promptSurprisals.push(entry.logprob === null ? NaN : -entry.logprob);
+        if (promptSurprisals.length === echoed) onPrompt(promptSurprisals);
+        continue;
+      }
+      yield new ServerStep(context, entry.char, entry.logprob, entry.top);
+      context += entry.char;
+    }
+  }
+
+  /** {char, logprob, top} per character of the server's `data:` events, in order. */
+  async *_entries(reader) {
     const decoder = new TextDecoder();
     let buffer = "";
     for (;;) {
@@ -105,7 +156,13 @@ class ServerBackend {
         if (!event.startsWith("data: ") || event === "data: [DONE]") continue;
         const chunk = JSON.parse(event.slice(6));
         if (chunk.error) throw new Error(chunk.error.message);
-        for (const c of chunk.choices) for (const char of c.text) yield {char, surprisal: null};
+        for (const c of chunk.choices) {
+          const lp = c.logprobs;
+          if (!lp) continue;
+          for (let i = 0; i < lp.tokens.length; i++) {
+            yield {char: lp.tokens[i], logprob: lp.token_logprobs[i], top: lp.top_logprobs[i] ?? {}};
+          }
+        }
       }
     }
   }
@@ -146,8 +203,7 @@ function drawPrompt(prompt, surprisals) {
 
 function addPiece(piece) {
   pieces.push(piece);
-  $("generated").append(charSpan(piece.char, piece.surprisal, backend.probabilities ?
-                                 pieces.length - 1 : null));
+  $("generated").append(charSpan(piece.char, piece.surprisal, pieces.length - 1));
 }
 
 function truncate(length) {
@@ -175,8 +231,7 @@ async function consume(steps, mine, label) {
   try {
     for await (const step of steps) {
       if (mine !== run) break;
-      addPiece({char: step.char, surprisal: step.surprisal ?? null,
-                step: step.alternatives ? step : null});
+      addPiece({char: step.char, surprisal: step.surprisal ?? null, step});
       count++;
     }
     if (mine !== run) {
@@ -320,13 +375,6 @@ async function start() {
   }
   $("model").textContent = backend.name;
   $("where").textContent = backend.where;
-  if (!backend.probabilities) {
-    $("surprisal").checked = false;
-    $("surprisal").disabled = true;
-    $("output").classList.remove("colour");
-    $("legend").textContent = "Surprisal colours and alternatives need the model's " +
-      "probabilities, which this server does not send yet; a `bard web` site shows them.";
-  }
   $("generate").disabled = false;
   document.body.dataset.ready = "true";
   setStatus("ready");
