@@ -637,14 +637,16 @@ def serve(
     cors_origin: Annotated[list[str] | None, Opt(help="Allow this browser origin (CORS; "
                                                      "repeat for more; default: none).")
                            ] = None,
-    drain_s: Annotated[float, Opt(help="On SIGTERM/SIGINT: seconds requests in flight get "
-                                       "to finish before they are ended.")] = 10.0,
-    header_timeout_s: Annotated[float, Opt(help="Seconds a client may take to send a "
-                                                "request's headers.")] = 10.0,
+    drain_s: Annotated[float, Opt(help="On SIGTERM/SIGINT (with --ray: a replica stopping): "
+                                       "seconds requests in flight get to finish.")] = 10.0,
+    header_timeout_s: Annotated[float | None, Opt(help="Seconds a client may take to send a "
+                                                       "request's headers (default 10; not "
+                                                       "with --ray).")] = None,
     body_timeout_s: Annotated[float, Opt(help="Seconds between two parts of a request body; "
                                               "past it: HTTP 408.")] = 30.0,
-    max_connections: Annotated[int, Opt(help="Open connections at once; past it: HTTP 503.")
-                               ] = 512,
+    max_connections: Annotated[int | None, Opt(help="Open connections at once; past it: HTTP "
+                                                    "503 (default 512; not with --ray).")
+                               ] = None,
     ray: Annotated[bool, Opt("--ray", help="Serve replicas on a local Ray Serve instance "
                                            "(the ray extra).")] = False,
     replicas: Annotated[int | None, Opt(help="With --ray: a fixed number of replicas "
@@ -662,41 +664,38 @@ def serve(
     """Serve a model over HTTP: OpenAI-compatible /v1/completions, a playground at /."""
     if not 0 <= port <= 65535:
         fail(f"--port must be in [0, 65535], got {port}")
+    settings = serve_settings(model, device, variant, threads, max_active, max_queued, name,
+                              front={"api_key": api_key or None,
+                                     "cors_origins": list(cors_origin or ()),
+                                     "max_body_bytes": max_body_bytes,
+                                     "body_timeout_s": body_timeout_s, "drain_s": drain_s})
+    connections = {"--header-timeout-s": header_timeout_s, "--max-connections": max_connections}
+    if ray:
+        given = [flag for flag, value in connections.items() if value is not None]
+        if given:
+            fail(f"{given[0]} does not apply with --ray: Ray's HTTP proxy owns the connections "
+                 "(set its http_options instead)")
+        serve_on_ray(settings, host, port, replicas, autoscale, target_ongoing, num_cpus,
+                     num_gpus)
+        return
     ray_only = {"--replicas": replicas, "--autoscale": autoscale,
                 "--target-ongoing": target_ongoing, "--num-cpus": num_cpus,
                 "--num-gpus": num_gpus}
-    if ray:
-        serve_on_ray(model, host, port, device, variant, threads, max_active, max_queued,
-                     name, replicas, autoscale, target_ongoing, num_cpus, num_gpus)
-        return
     given = [flag for flag, value in ray_only.items() if value is not None]
     if given:
         fail(f"{given[0]} needs --ray")
-    try:
-        from bard.serve.server import ServeOptions
-        from bard.serve.server import serve as run_server
-    except ImportError as err:
-        fail(f"`bard serve` needs the serve extra: pip install 'bard[serve]' ({err.name} "
-             "is missing)")
+    for flag, value in connections.items():
+        if value is not None and not value > 0:
+            fail(f"{flag} must be positive, got {value}")
     import bard_sdk
 
-    settings = serve_settings(model, device, variant, threads, max_active, max_queued, name)
-    if max_body_bytes < 1:
-        fail(f"--max-body-bytes must be at least 1, got {max_body_bytes}")
-    from bard.serve.guard import Guard
+    from bard.serve.server import DEFAULT_MAX_CONNECTIONS, ServeOptions
+    from bard.serve.server import serve as run_server
+    from bard.serve.timeouts import DEFAULT_HEADER_TIMEOUT_S
 
-    if not 0 <= drain_s <= 3600:
-        fail(f"--drain-s must be in [0, 3600], got {drain_s}")
-    for flag, value in (("--header-timeout-s", header_timeout_s),
-                        ("--body-timeout-s", body_timeout_s),
-                        ("--max-connections", max_connections)):
-        if not value > 0:
-            fail(f"{flag} must be positive, got {value}")
-    options = ServeOptions(settings=settings, host=host, port=port, drain_s=drain_s,
-                           header_timeout_s=header_timeout_s, max_connections=max_connections,
-                           guard=Guard(max_body_bytes=max_body_bytes, api_key=api_key or None,
-                                       body_timeout_s=body_timeout_s,
-                                       cors_origins=tuple(cors_origin or ())))
+    options = ServeOptions(settings=settings, host=host, port=port,
+                           header_timeout_s=header_timeout_s or DEFAULT_HEADER_TIMEOUT_S,
+                           max_connections=max_connections or DEFAULT_MAX_CONNECTIONS)
     try:
         with user_errors(bard_sdk.BardError):
             run_server(options)
@@ -705,17 +704,21 @@ def serve(
 
 
 def serve_settings(model: Path | None, device: str, variant: str, threads: int | None,
-                   max_active: int, max_queued: int, name: str | None) -> Any:
-    """The `ServeSettings` of `bard serve` and its Ray replicas; a refused value is a
-    one-line error naming its option."""
-    import pydantic
+                   max_active: int, max_queued: int, name: str | None,
+                   front: dict[str, Any]) -> Any:
+    """The `ServeSettings` of `bard serve` and its Ray replicas (`front`: the front door's
+    and the drain's); a refused value is a one-line error naming its option."""
+    try:
+        import pydantic
 
-    from bard.serve.settings import ServeSettings
-
+        from bard.serve.settings import ServeSettings
+    except ImportError as err:
+        fail(f"`bard serve` needs the serve extra: pip install 'bard[serve]' ({err.name} "
+             "is missing)")
     try:
         return ServeSettings(model=None if model is None else str(model), device=device,
                              variant=variant, threads=threads, max_active=max_active,
-                             max_queued=max_queued, name=name)
+                             max_queued=max_queued, name=name, **front)
     except pydantic.ValidationError as err:
         first = err.errors()[0]
         fail(f"--{'-'.join(map(str, first['loc'])).replace('_', '-')}: {first['msg']}")
@@ -772,10 +775,9 @@ def parse_autoscale(value: str) -> tuple[int, int]:
         fail(f"--autoscale must be MIN:MAX (two integers), got {value!r}")
 
 
-def serve_on_ray(model: Path | None, host: str, port: int, device: str, variant: str,
-                 threads: int | None, max_active: int, max_queued: int, name: str | None,
-                 replicas: int | None, autoscale: str | None, target_ongoing: int | None,
-                 num_cpus: float | None, num_gpus: float | None) -> None:
+def serve_on_ray(settings: Any, host: str, port: int, replicas: int | None,
+                 autoscale: str | None, target_ongoing: int | None, num_cpus: float | None,
+                 num_gpus: float | None) -> None:
     """`bard serve --ray`: the same API from replicas on a local Ray Serve instance. Every
     setting is checked before Ray is imported, let alone started."""
     if replicas is not None and autoscale is not None:
@@ -790,7 +792,6 @@ def serve_on_ray(model: Path | None, host: str, port: int, device: str, variant:
              "is missing)")
     import bard_sdk
 
-    args = serve_settings(model, device, variant, threads, max_active, max_queued, name)
     with user_errors(bard_sdk.BardError):
         scaling = Scaling(replicas=1 if replicas is None else replicas, autoscale=bounds,
                           target_ongoing=target_ongoing,
@@ -802,7 +803,7 @@ def serve_on_ray(model: Path | None, host: str, port: int, device: str, variant:
         fail(f"`bard serve --ray` needs the ray extra: pip install 'bard[ray]' ({err.name} "
              "is missing)")
     with user_errors(bard_sdk.BardError):
-        run_local(LocalOptions(args=args, scaling=scaling, host=host, port=port))
+        run_local(LocalOptions(args=settings, scaling=scaling, host=host, port=port))
 
 
 def launch_torchrun(nproc: int) -> NoReturn:

@@ -60,7 +60,7 @@ DEFAULT_PREFILL_CHUNK = 256
 # While rows generate, prompts get at most this many times the decode steps' time (issue 21:
 # a 200-character request beside 100k-character prompts within 3x its time alone, the
 # prompts still read at >= 1/3 of their rate alone).
-PREFILL_SHARE = 1.5
+PREFILL_SHARE = 0.8
 
 
 class EngineObserver(Protocol):

@@ -8,9 +8,10 @@ leave a running batch between any two steps (iteration-level scheduling, as in O
    its row within one step),
 2. admits queued requests, oldest first, up to `max_active` rows in flight,
 3. runs one prefill chunk for every row still reading its prompt (`Prefill`: at most
-   `prefill_chunk` characters per row), when the prefill budget allows (`PrefillBudget`: while
-   rows generate, prompts take at most `prefill_share` times the decode steps' time, so a
-   long prompt never stalls the rows that generate),
+   `prefill_chunk` characters per row), as wide as the prefill budget allows (`PrefillBudget`:
+   while rows generate, prompts take about `prefill_share` times the decode steps' time, in
+   slices sized from the measured cost of a column, so a long prompt never stalls the rows
+   that generate),
 4. runs one decode step for every generating row (`RunningBatch`): sample, hand the text to
    the request, retire the rows that end, feed the rest with the rows that just joined.
 
@@ -158,16 +159,21 @@ class Prefill:
         self.rows = [self.rows[i] for i in index]
         self.h, self.c = self.h[:, index], self.c[:, index]
 
-    def chunk(self, width: int) -> Ready | None:
+    def chunk(self, width: int) -> tuple[Ready | None, int]:
         """Feed up to `width` prompt characters of every reading row in one call, all but
         each prompt's last; rows with only their last character left leave as `Ready`. A
-        one-character prompt (an empty one is the model's prime character) is ready at once."""
+        one-character prompt (an empty one is the model's prime character) is ready at once.
+        The chunk stops at the end of the shortest prompt it reads, so a short prompt is not
+        padded to a long one's width: it joins the batch after the cost of its own length.
+        Returns the ready rows and the chunk's width (0: no graph call)."""
         before_last = np.array([len(r.request.prompt_ids) - 1 - r.cursor for r in self.rows])
         feeding = np.flatnonzero(before_last > 0)
         if len(feeding):
-            width = int(min(before_last[feeding].max(), width))
+            width = int(min(before_last[feeding].min(), width))
             self._feed(feeding, width)
-            before_last[feeding] -= np.minimum(before_last[feeding], width)
+            before_last[feeding] -= width
+        else:
+            width = 0
         done = np.flatnonzero(before_last == 0)
         ready = None
         if len(done):
@@ -175,7 +181,7 @@ class Prefill:
             last = np.array([row.request.prompt_ids[-1] for row in rows], np.int64)
             ready = Ready(rows, self.h[:, done], self.c[:, done], last)
             self._keep(np.flatnonzero(before_last > 0).tolist())
-        return ready
+        return ready, width
 
     def _feed(self, feeding: np.ndarray, width: int) -> None:
         """One graph call over the rows at `feeding`, `width` characters each (padded)."""
@@ -297,29 +303,54 @@ class RunningBatch:
 
 
 class PrefillBudget:
-    """How much of the engine's time prompts may take while rows generate (vLLM's chunked
-    prefill bounds the tokens of a step; a character model's chunk is a sequential pass, so
-    the bound here is time): each decode step earns `share` times its own duration, and a
-    prefill chunk runs once the credit covers what the last one cost. The rows that generate
-    then keep at least 1 / (1 + share) of their pace alone, and long prompts are still read in
-    full-width chunks (no small, overhead-bound calls). With no row generating, prompts are
-    read every step."""
+    """How much of the engine's time prompts may take while rows generate. vLLM's chunked
+    prefill bounds the tokens of one step; a character model's chunk is one sequential pass
+    whose cost grows with its width, so here the bound is time and the width follows it.
 
-    def __init__(self, share: float) -> None:
+    Each decode step earns `share` times its own duration, while prompts wait to be read; a
+    chunk is as wide as the credit buys at the measured cost of a column (at least
+    `min_width`, at most `max_width`), and what it really cost is taken back (a chunk that
+    ran long is repaid by the next steps). `min_width` keeps a chunk's fixed cost (the call,
+    and on a busy machine the wait for onnxruntime's second thread: ~13 ms seen at load 5)
+    small beside its columns. So the rows that generate keep about
+    1 / (1 + share) of their pace alone, in small slices rather than one long wait behind a
+    full chunk, and the prompts still get `share` / (1 + share) of the time. With no row
+    generating, prompts are read every step in chunks of at most `max_chunk_s` (a request that
+    arrives then waits about that long for its own prompt to be read, not a full chunk)."""
+
+    def __init__(self, share: float, max_width: int, min_width: int = 64,
+                 max_chunk_s: float = 0.025) -> None:
         self.share = share
-        self.credit = 0.0  # seconds of prefill the decode steps have earned
-        self.last_chunk_s = 0.0  # what the last chunk cost
+        self.max_chunk_s = max_chunk_s
+        self.max_width = max_width
+        self.min_width = min(min_width, max_width)
+        self.credit = 0.0  # seconds of prefill the decode steps have earned (< 0: owed)
+        self.column_s: float | None = None  # measured seconds per column of a chunk
 
-    def allows(self, generating: bool) -> bool:
-        return not generating or self.credit >= self.last_chunk_s
+    def width(self, generating: bool) -> int:
+        """How many prompt characters per row the next chunk may read; 0: none this step."""
+        if self.column_s is None:  # nothing measured yet: a small chunk first
+            return self.min_width
+        if not generating:
+            return max(self.min_width, min(int(self.max_chunk_s / self.column_s),
+                                           self.max_width))
+        affordable = int(self.credit / self.column_s) if self.credit > 0 else 0
+        return 0 if affordable < self.min_width else min(affordable, self.max_width)
 
-    def spent(self, seconds: float) -> None:
-        self.last_chunk_s = seconds
-        self.credit = max(0.0, self.credit - seconds)
+    def spent(self, seconds: float, width: int, generating: bool) -> None:
+        """A chunk of `width` columns took `seconds`."""
+        column_s = seconds / max(width, 1)
+        self.column_s = column_s if self.column_s is None else (self.column_s + column_s) / 2
+        self.credit = self.credit - seconds if generating else 0.0
 
-    def earned(self, seconds: float) -> None:
-        # capped: an idle stretch of decoding must not buy a burst of prefill later
-        self.credit = min(self.credit + self.share * seconds, 2 * self.last_chunk_s)
+    def earned(self, seconds: float, reading: bool) -> None:
+        """A decode step took `seconds`; `reading`: prompts are waiting to be read. Capped at
+        one full chunk, so a stretch of decoding buys no burst later."""
+        if not reading:
+            self.credit = min(self.credit, 0.0)
+            return
+        cap = self.max_width * (self.column_s or 0.0)
+        self.credit = min(self.credit + self.share * seconds, cap)
 
 
 class Scheduler:
@@ -331,8 +362,9 @@ class Scheduler:
         self.model = model
         self.max_active = max_active
         self.prefill_chunk = prefill_chunk
-        # None: a chunk every step (deterministic: tests). A number: the prefill budget.
-        self.budget = None if prefill_share is None else PrefillBudget(prefill_share)
+        # None: a full chunk every step (deterministic: tests). A number: the prefill budget.
+        self.budget = (None if prefill_share is None
+                       else PrefillBudget(prefill_share, prefill_chunk))
         self.queue: deque[Request] = deque()
         self.prefill = Prefill(model)
         self.batch = RunningBatch(model)
@@ -367,22 +399,29 @@ class Scheduler:
         try:
             self._drop_cancelled(finished)
             self._admit()
-            if self.prefill and (self.budget is None or self.budget.allows(bool(self.batch))):
-                started = time.perf_counter()
-                ready = self.prefill.chunk(self.prefill_chunk)
-                if self.budget is not None:
-                    self.budget.spent(time.perf_counter() - started)
-                ready = self._retire_scored(ready, finished)
+            ready = self._retire_scored(self._read_prompts(), finished)
             if self.batch or ready:
                 started = time.perf_counter()
                 self._decode(ready, finished)
                 if self.budget is not None:
-                    self.budget.earned(time.perf_counter() - started)
+                    self.budget.earned(time.perf_counter() - started, bool(self.prefill))
         except Exception as err:  # a failure of the runtime: fail the rows, keep serving
             failure = BardError(f"generation failed: {type(err).__name__}: {err}")
             joining = ready.rows if ready is not None else []
             self._fail([*self.batch.rows, *self.prefill.rows, *joining], failure, finished)
         return finished
+
+    def _read_prompts(self) -> Ready | None:
+        """One prefill chunk, as wide as the budget allows this step (none: no chunk)."""
+        budget, generating = self.budget, bool(self.batch)
+        width = self.prefill_chunk if budget is None else budget.width(generating)
+        if not self.prefill or width == 0:
+            return None
+        started = time.perf_counter()
+        ready, fed = self.prefill.chunk(width)
+        if budget is not None and fed:
+            budget.spent(time.perf_counter() - started, fed, generating)
+        return ready
 
     def abort(self, error: BaseException) -> Finished:
         """End everything, queued or in flight, with `error` (the engine closing)."""

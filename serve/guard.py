@@ -11,7 +11,7 @@ import asyncio
 import hmac
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from fastapi.exceptions import HTTPException
@@ -25,19 +25,20 @@ Send = Callable[[Message], Awaitable[None]]
 Asgi = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 DEFAULT_MAX_BODY_BYTES = 1_000_000  # 1 MB: the longest prompts allowed (100k chars) fit
+DEFAULT_BODY_TIMEOUT_S = 30.0
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
 
 @dataclass(frozen=True)
 class Guard:
-    """The front door's settings (every default safe for a loopback bind)."""
+    """The front door's settings. `front_door` fills in the Host names of a loopback bind."""
 
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    body_timeout_s: float = 30.0
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
     api_key: str | None = None
     cors_origins: tuple[str, ...] = ()
-    # Host headers accepted (names without port); None accepts any (a non-loopback bind).
-    allowed_hosts: frozenset[str] | None = LOOPBACK_HOSTS
+    # Host headers accepted (names without port); None accepts any.
+    allowed_hosts: frozenset[str] | None = None
 
 
 class BodyTooLarge(HTTPException):
@@ -74,7 +75,8 @@ class BodyLimit:
     bytes read pass it (a chunked body has no length to trust); 408 when the next part of the
     body takes longer than `timeout_s` to arrive."""
 
-    def __init__(self, app: Asgi, limit: int, timeout_s: float = 30.0) -> None:
+    def __init__(self, app: Asgi, limit: int, timeout_s: float = DEFAULT_BODY_TIMEOUT_S
+                 ) -> None:
         self.app, self.limit, self.timeout_s = app, limit, timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -152,3 +154,25 @@ def host_name(host: str) -> str:
 
 def is_loopback(host: str) -> bool:
     return host in LOOPBACK_HOSTS or host.startswith("127.")
+
+
+def front_door(host: str, guard: Guard) -> tuple[Guard, str | None]:
+    """The guard for a server bound to `host`, and the one-line warning to print, if any. A
+    loopback bind answers only loopback Host names (DNS rebinding); beyond loopback the names
+    are the user's to choose (`allowed_hosts`, default any), and without a key, a warning."""
+    if is_loopback(host):
+        hosts = LOOPBACK_HOSTS if guard.allowed_hosts is None else guard.allowed_hosts
+        return replace(guard, allowed_hosts=hosts), None
+    warning = None if guard.api_key is not None else (
+        f"bard serve: warning: listening on {host} with no --api-key: anyone who can reach "
+        "it can use it")
+    return guard, warning
+
+
+async def connection_limit_reached(scope: Scope, receive: Receive, send: Send) -> None:
+    """The answer past `--max-connections`: a 503 in OpenAI's shape, and the connection
+    closed (uvicorn's own is plain text)."""
+    await send_error(send, 503, "the server has as many connections as it takes "
+                                "(--max-connections); retry later", "server_error",
+                     code="too_many_connections",
+                     headers=[(b"connection", b"close"), (b"retry-after", b"1")])

@@ -3,7 +3,8 @@
 A replica is one `BardDeployment` actor. It loads the artifact once, runs one `bard_sdk.Engine`
 (the engine batches at every decode step; Ray's `@serve.batch` would only group whole
 requests, so it is not used) and serves the very app `bard serve` serves (`create_app`), built
-after the engine exists through Ray's late-bound ingress (`__serve_build_asgi_app__`). Ray adds
+after the engine exists through Ray's late-bound ingress (`__serve_build_asgi_app__`), behind
+the same front door (API key, CORS, body limit, Host check: `BardArgs`). Ray adds
 what one process cannot: the HTTP proxy that spreads requests over replicas, restarts of dead
 replicas, autoscaling, and placement of replicas on nodes by their CPUs and GPUs.
 
@@ -70,7 +71,6 @@ class ReplicaHeader:
     max_queued_requests=DEFAULT_MAX_QUEUED,
     ray_actor_options={"num_cpus": 1},
     health_check_period_s=5,
-    graceful_shutdown_timeout_s=10,
 )
 @serve.ingress()
 class BardDeployment:
@@ -79,6 +79,7 @@ class BardDeployment:
     def __init__(self, args: BardArgs | None = None) -> None:
         args = args or BardArgs()
         self.threads = replica_threads(args.threads)
+        self.guard = args.guard()  # the key from this replica's $BARD_API_KEY when not given
         served = build_engine(args, threads=self.threads)
         self.model, self.engine, self.model_id = served.model, served.engine, served.model_id
         self.replica = serve.get_replica_context().replica_tag
@@ -87,7 +88,8 @@ class BardDeployment:
         """Called by Ray after `__init__`: the same app as `bard serve`, over this engine."""
         app = create_app(self.engine, self.model_id,
                          replica={"id": self.replica, "pid": os.getpid(),
-                                  "device": self.model.device, "threads": self.threads})
+                                  "device": self.model.device, "threads": self.threads},
+                         guard=self.guard)
         app.add_middleware(ReplicaHeader, replica=self.replica)
         return app
 

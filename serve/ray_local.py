@@ -13,12 +13,14 @@ import os
 import re
 import signal
 import socket
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import bard_sdk
 
+from .guard import front_door
 from .ray import DEPLOYMENT, build
 from .ray_settings import BardArgs, RayServeError, Scaling, threads_for
 from .settings import print_ready
@@ -84,6 +86,11 @@ def wait_for_signal() -> None:
 def run_local(options: LocalOptions) -> None:
     """Start Ray, deploy, print the URL, serve until SIGINT/SIGTERM, then stop it all."""
     args, model_id = resolve_model(options.args)
+    guard, warning = front_door(options.host, args.guard())
+    if warning is not None:
+        print(warning, file=sys.stderr, flush=True)
+    if guard.allowed_hosts is not None:  # a loopback bind: the replicas check the Host names
+        args = args.model_copy(update={"allowed_hosts": sorted(guard.allowed_hosts)})
     port = probe_port(options.host, options.port)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray

@@ -1,8 +1,12 @@
 """Settings of the Ray Serve deployment, checked before Ray is imported or started.
 
 `BardArgs` (settings.py's `ServeSettings`) is what each replica loads (a Serve config file's
-application `args`), `Scaling` how many replicas run and what each reserves;
+application `args`): the model, the engine, the front door (API key, CORS, body limit and
+timeout, Host names) and the drain; `Scaling` how many replicas run and what each reserves;
 `deployment_options` maps both onto Serve's options.
+
+What does not apply under Ray: the connections themselves (`--header-timeout-s`,
+`--max-connections`, keep-alive) are Ray's HTTP proxy's, set with Serve's `http_options`.
 """
 
 from __future__ import annotations
@@ -76,6 +80,8 @@ def deployment_options(args: BardArgs, scaling: Scaling) -> dict[str, Any]:
     options: dict[str, Any] = {
         "max_ongoing_requests": args.max_active,
         "max_queued_requests": args.max_queued,
+        # Serve waits this long for a stopping replica's requests, then kills it.
+        "graceful_shutdown_timeout_s": args.drain_s,
         "ray_actor_options": {"num_cpus": scaling.num_cpus, "num_gpus": scaling.num_gpus},
     }
     if scaling.autoscale is None:

@@ -13,38 +13,39 @@ import socket
 import sys
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import uvicorn
 from bard_sdk import Engine
 
 from .app import create_app
-from .guard import Guard, is_loopback
+from .guard import front_door
 from .settings import ServeSettings, build_engine, print_ready
-from .timeouts import DEFAULT_HEADER_TIMEOUT_S, header_timeout_protocol
+from .timeouts import DEFAULT_HEADER_TIMEOUT_S, guarded_protocol
+
+__all__ = ["ServeOptions", "front_door", "serve"]
 
 # Longer than any client pool keeps an idle connection (httpx and so the openai client: 5 s),
 # so the client always closes first. Equal timeouts race: a client reuses a connection at the
 # moment the server closes it, and its request fails (seen at 128 streaming callers).
 KEEP_ALIVE_S = 75
-# On SIGTERM/SIGINT, requests in flight get this long to finish (--drain-s), then the engine
+# On SIGTERM/SIGINT, requests in flight get `drain_s` to finish (--drain-s), then the engine
 # closes and what is left ends with an error; FLUSH_S more lets those last replies go out.
-DEFAULT_DRAIN_S = 10.0
 FLUSH_S = 2.0
-# Connections (and requests in them) at once; past it uvicorn answers 503 at once, so a
+# Connections (and requests in them) at once; past it a 503 at once (timeouts.py), so a
 # flood of idle sockets cannot use up the process's file descriptors.
 DEFAULT_MAX_CONNECTIONS = 512
 
 
 @dataclass(frozen=True)
 class ServeOptions:
-    """`bard serve`: what to serve (the settings Ray replicas share) and where to listen."""
+    """`bard serve`: what to serve (the settings Ray replicas share, the front door and the
+    drain included) and where to listen, with the connection limits of its own HTTP server
+    (under Ray, Ray's proxy owns the connections)."""
 
     settings: ServeSettings = field(default_factory=ServeSettings)
     host: str = "127.0.0.1"
     port: int = 8000
-    guard: Guard = field(default_factory=Guard)
-    drain_s: float = DEFAULT_DRAIN_S
     header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
     max_connections: int = DEFAULT_MAX_CONNECTIONS
 
@@ -88,21 +89,11 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def front_door(host: str, guard: Guard) -> tuple[Guard, str | None]:
-    """The guard for a bind address, and the one-line warning to print, if any. Beyond
-    loopback the Host names are the user's to choose (no check); without a key, a warning."""
-    if is_loopback(host):
-        return guard, None
-    warning = None if guard.api_key is not None else (
-        f"bard serve: warning: listening on {host} with no --api-key: anyone who can reach "
-        "it can use it")
-    return replace(guard, allowed_hosts=None), warning
-
-
 def serve(options: ServeOptions) -> None:
     """Run until SIGINT/SIGTERM; the engine closes with the app."""
-    served = build_engine(options.settings)
-    guard, warning = front_door(options.host, options.guard)
+    settings = options.settings
+    served = build_engine(settings)
+    guard, warning = front_door(options.host, settings.guard())
     if warning is not None:
         print(warning, file=sys.stderr, flush=True)
     app = create_app(served.engine, served.model_id, guard=guard)
@@ -110,12 +101,12 @@ def serve(options: ServeOptions) -> None:
     host, port = sock.getsockname()[:2]
     print_ready(served.model_id, served.model.device, host, port)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=options.drain_s + FLUSH_S,
+                            timeout_graceful_shutdown=settings.drain_s + FLUSH_S,
                             timeout_keep_alive=KEEP_ALIVE_S,
-                            http=header_timeout_protocol(options.header_timeout_s),
-                            limit_concurrency=options.max_connections)
+                            http=guarded_protocol(options.header_timeout_s,
+                                                  options.max_connections))
     try:
-        DrainingServer(config, served.engine, options.drain_s).run(sockets=[sock])
+        DrainingServer(config, served.engine, settings.drain_s).run(sockets=[sock])
     finally:
         served.engine.close()
         sock.close()

@@ -5,6 +5,7 @@ tests and benches read back with `parse_ready`).
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -13,7 +14,13 @@ from typing import Literal
 import bard_sdk
 from bard_sdk.display import printable
 from bard_sdk.engine import DEFAULT_MAX_ACTIVE, DEFAULT_MAX_QUEUED
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from .guard import DEFAULT_BODY_TIMEOUT_S, DEFAULT_MAX_BODY_BYTES, Guard
+
+API_KEY_ENV = "BARD_API_KEY"
+# On SIGTERM/SIGINT (or a replica stopped by Ray), requests in flight get this long to finish.
+DEFAULT_DRAIN_S = 10.0
 
 
 class ServeSettings(BaseModel):
@@ -31,6 +38,28 @@ class ServeSettings(BaseModel):
     max_active: int = Field(DEFAULT_MAX_ACTIVE, ge=1, description="rows in each engine's batch")
     max_queued: int = Field(DEFAULT_MAX_QUEUED, ge=1)
     name: str | None = Field(None, description="model id in the API (default: manifest name)")
+    # The front door (guard.py): the same on every replica.
+    api_key: SecretStr | None = Field(None, description="require 'Authorization: Bearer KEY' "
+                                      f"on /v1 (default: ${API_KEY_ENV} if set, else none)")
+    cors_origins: list[str] = Field(default_factory=list, description="browser origins "
+                                    "allowed (CORS; default: none)")
+    max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1, description="largest request "
+                                "body; past it: 413")
+    body_timeout_s: float = Field(DEFAULT_BODY_TIMEOUT_S, gt=0, description="seconds between "
+                                  "two parts of a body; past it: 408")
+    allowed_hosts: list[str] | None = Field(None, description="Host header names answered "
+                                            "(default: any; a loopback bind: its own names)")
+    drain_s: float = Field(DEFAULT_DRAIN_S, ge=0, le=3600, description="seconds requests in "
+                           "flight get to finish when the server (a replica) stops")
+
+    def guard(self) -> Guard:
+        """The front door's settings; the key from $BARD_API_KEY when none is given."""
+        key = (self.api_key.get_secret_value() if self.api_key is not None
+               else os.environ.get(API_KEY_ENV))
+        return Guard(max_body_bytes=self.max_body_bytes, body_timeout_s=self.body_timeout_s,
+                     api_key=key or None, cors_origins=tuple(self.cors_origins),
+                     allowed_hosts=None if self.allowed_hosts is None
+                     else frozenset(self.allowed_hosts))
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,12 @@
-"""Slow clients cannot hold connections: a deadline for a request's headers (uvicorn has none:
-a client that sends a byte every few seconds would keep its connection, and a file descriptor,
-forever) on top of uvicorn's keep-alive timeout and `limit_concurrency` cap.
+"""Slow or many clients cannot hold connections: a deadline for a request's headers (uvicorn
+has none: a client that sends a byte every few seconds would keep its connection, and a file
+descriptor, forever) on top of uvicorn's keep-alive timeout, and a cap on connections.
 
-`HeaderTimeoutProtocol` is uvicorn's httptools protocol with one timer: started when a
-connection opens and when a new request's first byte arrives, cancelled once its headers are
-complete; if it fires first, the connection is closed.
+`GuardedProtocol` is uvicorn's httptools protocol with one timer: started when a connection
+opens and when a new request's first byte arrives, cancelled once its headers are complete; if
+it fires first, the connection is closed. And it counts connections as uvicorn's
+`limit_concurrency` does (open connections, or requests running), but the request past the cap
+gets a 503 in OpenAI's shape (uvicorn's is plain text) and its connection is closed.
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from .guard import connection_limit_reached
+
 DEFAULT_HEADER_TIMEOUT_S = 10.0
 
 
-class HeaderTimeoutProtocol(HttpToolsProtocol):
+class GuardedProtocol(HttpToolsProtocol):
     header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
+    max_connections: int | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -52,9 +57,20 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self.cancel_header_timer()
-        super().on_headers_complete()
+        cap = self.max_connections
+        if cap is None or (len(self.connections) <= cap and len(self.tasks) < cap):
+            super().on_headers_complete()
+            return
+        # This one request (this connection's protocol) is answered by the refusal instead.
+        app, self.app = self.app, connection_limit_reached
+        try:
+            super().on_headers_complete()
+        finally:
+            self.app = app
 
 
-def header_timeout_protocol(seconds: float) -> type[HeaderTimeoutProtocol]:
-    """The protocol class with its deadline (uvicorn builds one instance per connection)."""
-    return type("HeaderTimeout", (HeaderTimeoutProtocol,), {"header_timeout_s": seconds})
+def guarded_protocol(header_timeout_s: float, max_connections: int | None
+                     ) -> type[GuardedProtocol]:
+    """The protocol class with its deadline and cap (uvicorn builds one per connection)."""
+    return type("Guarded", (GuardedProtocol,), {"header_timeout_s": header_timeout_s,
+                                                "max_connections": max_connections})

@@ -3,7 +3,7 @@ a bad logits processor, the text a stream keeps, the prefill budget."""
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from pathlib import Path
 
 import bard_sdk
@@ -13,7 +13,8 @@ from bard_sdk.engine import PREFILL_SHARE
 from bard_sdk.options import MAX_STOP_CHARS, MAX_STOPS
 from bard_sdk.scheduler import STREAM_KEEP_CHARS, PrefillBudget, Scheduler
 
-from tests.sdk.test_scheduler import drain, request
+from tests.conftest import wrapped
+from tests.sdk.test_scheduler import Recording, drain, request, text
 
 
 @pytest.fixture(scope="module")
@@ -105,20 +106,78 @@ def test_a_stream_keeps_only_its_unread_text(model: bard_sdk.Model) -> None:
     assert (done.text, done.completion_chars) == ("", n)
 
 
-def test_prefill_budget_spaces_chunks_out_while_rows_generate() -> None:
-    """A chunk that cost 10 decode steps' time waits until the steps have earned it back at
-    PREFILL_SHARE: the generating rows keep 1 / (1 + share) of their pace at least."""
-    budget = PrefillBudget(PREFILL_SHARE)
-    assert budget.allows(generating=True)  # nothing spent yet: the first chunk runs at once
-    budget.spent(0.010)
-    steps = 0
-    while not budget.allows(generating=True):
-        budget.earned(0.001)
-        steps += 1
-    assert steps == math.ceil(10 / PREFILL_SHARE)
-    assert budget.allows(generating=False)  # nothing generating: read prompts every step
-    for _ in range(1000):  # a long stretch of decoding buys no burst of chunks later
-        budget.earned(0.001)
-    budget.spent(0.010)
-    budget.spent(0.010)
-    assert not budget.allows(generating=True)
+def simulate(budget: PrefillBudget, steps: int, step_s: float, chunk_s: Callable[[int], float]
+             ) -> tuple[float, float, float]:
+    """Drive the budget as `Scheduler.step` does, with rows generating and prompts waiting:
+    (seconds of prefill, seconds of decoding, the longest chunk)."""
+    prefill = longest = 0.0
+    for _ in range(steps):
+        width = budget.width(generating=True)
+        if width:
+            cost = chunk_s(width)
+            budget.spent(cost, width, generating=True)
+            prefill, longest = prefill + cost, max(longest, cost)
+        budget.earned(step_s, reading=True)
+    return prefill, steps * step_s, longest
+
+
+@pytest.mark.parametrize(("step_ms", "overhead_ms", "column_ms"),
+                         [(1.0, 0.5, 0.1), (0.4, 0.5, 0.12), (3.0, 1.0, 0.9)])
+def test_prefill_budget_gives_prompts_their_share_in_small_slices(
+        step_ms: float, overhead_ms: float, column_ms: float) -> None:
+    """Whatever a decode step and a chunk's column cost (a quiet machine, a loaded one),
+    prompts get PREFILL_SHARE of the decode steps' time, in chunks a few steps long instead
+    of a full 256-column pass (which would cost 26-230 ms here): at most twice the smallest."""
+    budget = PrefillBudget(PREFILL_SHARE, max_width=256)
+    assert budget.width(generating=True) == budget.min_width  # nothing measured: a probe
+    prefill, decode, longest = simulate(
+        budget, 5000, step_ms / 1000, lambda w: (overhead_ms + column_ms * w) / 1000)
+    assert PREFILL_SHARE * 0.9 < prefill / decode <= PREFILL_SHARE * 1.01, prefill / decode
+    full_chunk_s = (overhead_ms + column_ms * 256) / 1000
+    assert longest <= (overhead_ms + column_ms * 2 * budget.min_width) / 1000
+    assert longest < full_chunk_s / 2
+
+
+def test_prefill_budget_repays_a_long_chunk_and_saves_nothing_up() -> None:
+    budget = PrefillBudget(PREFILL_SHARE, max_width=256)
+    budget.spent(0.050, 16, generating=True)  # a chunk that ran long (the machine stalled)
+    owed_steps = 0
+    while budget.width(generating=True) == 0:
+        budget.earned(0.001, reading=True)
+        owed_steps += 1
+    assert owed_steps >= 0.050 / (PREFILL_SHARE * 0.001)  # repaid by the steps that follow
+    for _ in range(10_000):  # decoding with no prompt waiting earns nothing
+        budget.earned(0.001, reading=False)
+    assert budget.width(generating=True) == 0
+
+
+def test_prefill_budget_without_generating_rows_bounds_a_chunk_in_time() -> None:
+    """Nothing generating: prompts are read every step, in chunks of at most max_chunk_s, so
+    a request arriving then waits about that long, not a full chunk."""
+    budget = PrefillBudget(PREFILL_SHARE, max_width=256, min_width=16, max_chunk_s=0.025)
+    budget.spent(0.016, 16, generating=False)  # 1 ms a column
+    assert budget.width(generating=False) == 25
+    budget.spent(0.001, 16, generating=False)  # faster now (the mean of the two measured)
+    assert budget.width(generating=False) == int(0.025 / ((0.001 + 0.001 / 16) / 2))
+    for _ in range(10):
+        budget.spent(0.001, 256, generating=False)
+    assert budget.width(generating=False) == 256  # never past prefill_chunk
+
+
+def test_a_short_prompt_is_not_padded_to_a_long_ones_chunk(model: bard_sdk.Model) -> None:
+    """A chunk stops at the end of the shortest prompt it reads: the 5-character prompt
+    starts generating after a 4-column call, not a 64-column one, and both texts are as
+    `generate` makes them."""
+    model, runner = wrapped(model, Recording)
+    scheduler = Scheduler(model, max_active=4, prefill_chunk=64)
+    long_prompt, short_prompt = "ROMEO: " * 40, "KING:"
+    long, short = request(model, long_prompt, 5, seed=1), request(model, short_prompt, 30, seed=2)
+    scheduler.add(long)
+    scheduler.add(short)
+    scheduler.step()
+    assert runner.calls[0] == (2, len(short_prompt) - 1)
+    assert [row.request for row in scheduler.batch.rows] == [short]
+    ended = drain(scheduler)
+    assert max(width for _, width in runner.calls) <= 64
+    assert text(ended[short.id]) == model.generate(short_prompt, 30, seed=2)
+    assert text(ended[long.id]) == model.generate(long_prompt, 5, seed=1)

@@ -303,7 +303,11 @@ def test_slow_clients_are_cut_off_and_connections_capped(tiny_artifact: Path) ->
         try:
             time.sleep(0.3)
             refused = httpx.get(running.url + "/health", timeout=5)
-            assert refused.status_code == 503
+            # OpenAI's error shape (uvicorn's own 503 is plain text), and the way out
+            error = assert_openai_error(refused, 503)
+            assert (error["type"], error["code"]) == ("server_error", "too_many_connections")
+            assert refused.headers["retry-after"] == "1"
+            assert refused.headers["connection"] == "close"
         finally:
             for sock in idle:
                 sock.close()

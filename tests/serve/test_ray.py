@@ -7,13 +7,15 @@ by the session id, which is the pid we hold) is killed before the module ends.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import bard_sdk
 import httpx
@@ -69,6 +71,10 @@ def test_deployment_options_let_the_engine_batch() -> None:
     # a replica takes a full batch of requests (Ray's default would be 5), the queue is bounded
     assert (fixed["max_ongoing_requests"], fixed["max_queued_requests"]) == (48, 100)
     assert fixed["ray_actor_options"] == {"num_cpus": 0.5, "num_gpus": 0.0}
+    # a stopping replica's requests get --drain-s before Serve kills it
+    assert fixed["graceful_shutdown_timeout_s"] == 10.0
+    assert deployment_options(BardArgs(drain_s=2.5), Scaling())[
+        "graceful_shutdown_timeout_s"] == 2.5
     scaled = deployment_options(args, Scaling(autoscale=(0, 4), num_gpus=1))
     assert "num_replicas" not in scaled
     assert scaled["autoscaling_config"] == {"min_replicas": 0, "initial_replicas": 1,
@@ -120,6 +126,10 @@ def test_serve_config_file_deploys_bard() -> None:
     (["--ray", "--autoscale", "3"], "MIN:MAX"),
     (["--ray", "--threads", "0"], "--threads"),
     (["--ray", "--model", "/nonexistent/artifact"], "not found"),
+    # Ray's proxy owns the connections: options of bard serve's own HTTP server are refused
+    (["--ray", "--max-connections", "4"], "--max-connections does not apply with --ray"),
+    (["--ray", "--header-timeout-s", "2"], "--header-timeout-s does not apply with --ray"),
+    (["--ray", "--drain-s", "-1"], "--drain-s"),
 ])
 def test_cli_refuses_bad_ray_settings_before_starting_ray(args: list[str], needle: str) -> None:
     assert_one_line_error(bard_cli("serve", "--port", "0", *args, timeout=60), needle)
@@ -138,10 +148,33 @@ def test_cli_refuses_a_port_in_use_before_starting_ray(tiny_artifact: Path) -> N
 # ---------------------------------------------------------------- a real local Ray instance
 
 
+def test_replica_settings_carry_the_front_door(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a replica loads holds the front door; the key stays out of reprs, and a replica
+    given none takes $BARD_API_KEY (a Serve config file's runtime_env)."""
+    args = BardArgs.model_validate({"api_key": "sekrit", "cors_origins": ["http://a.example"],
+                                    "max_body_bytes": 5, "allowed_hosts": ["localhost"]})
+    assert "sekrit" not in repr(args) and "sekrit" not in args.model_dump_json()
+    guard = args.guard()
+    assert (guard.api_key, guard.cors_origins, guard.max_body_bytes) == (
+        "sekrit", ("http://a.example",), 5)
+    assert guard.allowed_hosts == frozenset({"localhost"})
+    monkeypatch.setenv("BARD_API_KEY", "from-env")
+    assert BardArgs().guard().api_key == "from-env"
+    assert BardArgs().guard().allowed_hosts is None  # a cluster's proxy: any Host name
+    with pytest.raises(ValueError, match="max_body_bytes"):
+        BardArgs(max_body_bytes=0)
+
+
+API_KEY = "ray-test-key"
+ORIGIN = "http://allowed.example"
+
+
 @pytest.fixture(scope="module")
 def ray_server(tiny_artifact: Path) -> Iterator[Server]:
     running = start_server(tiny_artifact, "--ray", "--replicas", "2", "--num-cpus", "1",
-                           "--max-active", "16", timeout=240, new_session=True)
+                           "--max-active", "16", "--api-key", API_KEY, "--cors-origin", ORIGIN,
+                           "--max-body-bytes", "100000", "--drain-s", "3",
+                           timeout=240, new_session=True)
     try:
         yield running
     finally:
@@ -157,7 +190,7 @@ def model(tiny_artifact: Path) -> bard_sdk.Model:
 
 @pytest.fixture(scope="module")
 def client(ray_server: Server) -> openai.OpenAI:
-    return openai.OpenAI(base_url=ray_server.url + "/v1", api_key="unused", max_retries=0,
+    return openai.OpenAI(base_url=ray_server.url + "/v1", api_key=API_KEY, max_retries=0,
                          timeout=120)
 
 
@@ -295,3 +328,91 @@ def test_killed_replica_fails_its_requests_and_ray_replaces_it(
     else:
         raise AssertionError("Ray did not restart the killed replica")
     assert set(fresh.values()).isdisjoint({pids[victim]})
+
+
+# ------------------------------------------- issue 21's front door and disconnects under Ray
+def from_both_replicas(send: Callable[[], httpx.Response], tries: int = 60
+                       ) -> dict[str, httpx.Response]:
+    """Replica id -> a reply it gave, sending until both replicas have answered."""
+    replies: dict[str, httpx.Response] = {}
+    for _ in range(tries):
+        reply = send()
+        replies[reply.headers[REPLICA_HEADER]] = reply
+        if len(replies) == 2:
+            break
+    assert len(replies) == 2, "the proxy reached one replica only"
+    return replies
+
+
+def openai_error(reply: httpx.Response, status: int) -> dict[str, object]:
+    assert reply.status_code == status, reply.text
+    error = reply.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["message"]
+    return error
+
+
+def test_every_replica_has_the_front_door(ray_server: Server) -> None:
+    """--api-key, --cors-origin, --max-body-bytes, the loopback Host check and the fair share
+    of rows hold on every replica, through Ray's proxy, with OpenAI-shaped refusals."""
+    url, key = ray_server.url, {"Authorization": f"Bearer {API_KEY}"}
+    for reply in from_both_replicas(lambda: httpx.get(url + "/v1/models", timeout=30)).values():
+        assert openai_error(reply, 401)["code"] == "invalid_api_key"
+    for reply in from_both_replicas(lambda: httpx.get(url + "/v1/models", headers=key,
+                                                      timeout=30)).values():
+        assert reply.json()["data"][0]["id"] == ray_server.model
+    rebound = from_both_replicas(lambda: httpx.get(
+        url + "/v1/models", headers={**key, "Host": "rebound.example"}, timeout=30))
+    assert all(openai_error(r, 421)["code"] == "misdirected_request" for r in rebound.values())
+    big = {"model": ray_server.model, "prompt": "x" * 120_000}
+    too_big = from_both_replicas(lambda: httpx.post(url + "/v1/completions", json=big,
+                                                    headers=key, timeout=30))
+    assert all(openai_error(r, 413)["code"] == "body_too_large" for r in too_big.values())
+    preflight = {"Origin": ORIGIN, "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "authorization,content-type"}
+    allowed = httpx.options(url + "/v1/completions", headers=preflight, timeout=30)
+    assert allowed.headers["access-control-allow-origin"] == ORIGIN
+    other = httpx.get(url + "/v1/models", headers={**key, "Origin": "http://evil.example"},
+                      timeout=30)
+    assert "access-control-allow-origin" not in other.headers
+    too_many = httpx.post(url + "/v1/completions", headers=key, timeout=30, json={
+        "model": ray_server.model, "prompt": "A", "max_tokens": 2, "n": 9})  # 16 rows / 2
+    assert openai_error(too_many, 400)["param"] == "n"
+
+
+def test_disconnects_free_rows_on_every_replica(ray_server: Server) -> None:
+    """Clients that send long non-streaming and streaming requests and hang up: Ray's proxy
+    cancels them, and each replica's rows are freed (its /health shows none active)."""
+    where = urlsplit(ray_server.url)
+    sockets = []
+    for seed in range(8):
+        body = json.dumps({"model": ray_server.model, "prompt": "ROMEO:",
+                           "max_tokens": 100_000, "seed": seed,
+                           "stream": seed % 2 == 1}).encode()
+        sock = socket.create_connection((where.hostname, where.port), timeout=10)
+        sock.sendall(f"POST /v1/completions HTTP/1.1\r\nHost: {where.netloc}\r\n"
+                     f"Authorization: Bearer {API_KEY}\r\nContent-Type: application/json"
+                     f"\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+        sockets.append(sock)
+
+    def busy(replicas: int = 2) -> dict[str, int]:
+        """Rows active per replica. Ray's router sends /health to the less busy replica, so
+        while one generates the other may be all that answers (replicas=1)."""
+        replies: dict[str, int] = {}
+        for _ in range(60):
+            reply = httpx.get(ray_server.url + "/health", timeout=30)
+            replies[reply.headers[REPLICA_HEADER]] = reply.json()["active"]
+            if len(replies) >= replicas:
+                break
+        assert len(replies) >= replicas, replies
+        return replies
+
+    deadline = time.monotonic() + 60
+    while not any(busy(1).values()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert any(busy(1).values()), "the requests reached the replicas"
+    for sock in sockets:
+        sock.close()
+    deadline = time.monotonic() + 30
+    while any(busy().values()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(busy().values()), busy()
