@@ -50,8 +50,16 @@ def body(server: Server, path: str = "/v1/completions", **change: object) -> dic
     """A request that works on `path` (completions or chat), with `change` applied."""
     if path == CHAT:
         return {"model": server.model, "max_tokens": 5,
-                "messages": [{"role": "user", "content": "Good morrow"}], **change}
+                "messages": [{"role": "user", "content": "Good morrow"}],
+                **(endless_reply(server) if change.get("max_tokens") else {}), **change}
     return {"model": server.model, "prompt": "ROMEO:", "max_tokens": 5, **change}
+
+
+def endless_reply(server: Server) -> dict[str, object]:
+    """A reply that runs to max_tokens: a newline is banned, so the turn boundary (a blank
+    line) never comes."""
+    ids = call(server, "post", "/tokenize", json={"prompt": "\n", "add_special_tokens": False})
+    return {"logit_bias": {str(ids.json()["tokens"][0]): -100}}
 
 
 def address(server: Server) -> tuple[str, int]:
