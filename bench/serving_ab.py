@@ -78,7 +78,7 @@ def main() -> None:
                     rates[mode].append(chars / seconds)
                     cpu[mode].append(((cpu_seconds(running.pid) or 0.0) - used) / chars * 1e6)
                 print(json.dumps({m: [round(v[-1]), round(cpu[m][-1], 1)]
-                                  for m, v in rates.items()}), flush=True)
+                                  for m, v in rates.items()}, allow_nan=False), flush=True)
         finally:
             for running in servers.values():
                 stop_server(running.process)

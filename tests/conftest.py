@@ -74,3 +74,11 @@ def artifact_copy(tiny_artifact: Path, tmp_path: Path) -> Path:
     target = tmp_path / "artifact"
     shutil.copytree(tiny_artifact, target)
     return target
+
+
+@pytest.fixture(scope="module")
+def model(tiny_artifact: Path) -> Any:
+    """The tiny model, loaded once per module (the fixture most SDK and server tests share)."""
+    import bard_sdk
+    return bard_sdk.load(tiny_artifact, device="cpu")
+

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import bard_sdk
 import numpy as np
 import pytest
@@ -17,11 +15,6 @@ PROMPTS = ["ROMEO:", "", "KING HENRY:\nOnce more unto the breach"]
 
 def runner_of(model: bard_sdk.Model):  # type: ignore[no-untyped-def]
     return wrapped(model, lambda inner: inner)[1]
-
-
-@pytest.fixture(scope="module")
-def model(tiny_artifact: Path) -> bard_sdk.Model:
-    return bard_sdk.load(tiny_artifact, device="cpu")
 
 
 def test_options_are_keyword_only(model: bard_sdk.Model) -> None:

@@ -3,18 +3,11 @@ BardError) raised before any work; numbers are Python or numpy alike, bool never
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import bard_sdk
 import numpy as np
 import pytest
 from bard_sdk.model import MAX_NEW_CHARS
 from bard_sdk.sampling import TEMPERATURE_FLOOR
-
-
-@pytest.fixture(scope="module")
-def model(tiny_artifact: Path) -> bard_sdk.Model:
-    return bard_sdk.load(tiny_artifact, device="cpu")
 
 
 def test_the_error_family() -> None:

@@ -19,11 +19,6 @@ from tests.sdk.test_generation import CountingRunner
 TEXT = "ROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east.\n"
 
 
-@pytest.fixture(scope="module")
-def model(tiny_artifact: Path) -> bard_sdk.Model:
-    return bard_sdk.load(tiny_artifact, device="cpu")
-
-
 def ids_of(model: bard_sdk.Model, lengths: list[int]) -> list[np.ndarray]:
     return [model.encode((TEXT * 40)[i : i + n]) for i, n in enumerate(lengths)]
 

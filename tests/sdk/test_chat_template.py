@@ -28,11 +28,6 @@ def edit_manifest(directory: Path, change: Any) -> None:
     path.write_text(json.dumps(manifest))
 
 
-@pytest.fixture(scope="module")
-def model(tiny_artifact: Path) -> bard_sdk.Model:
-    return bard_sdk.load(tiny_artifact, device="cpu")
-
-
 def test_export_writes_the_default_and_it_is_schema_valid(tiny_artifact: Path) -> None:
     manifest = json.loads((tiny_artifact / "manifest.json").read_text())
     assert manifest["chat_template"] == DEFAULT_CHAT_TEMPLATE.to_json()

@@ -19,17 +19,6 @@ LONG = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\n
 PROMPTS = ["ROMEO:", "", LONG, "K", "KING RICHARD III:\n"]
 
 
-@pytest.fixture(scope="module")
-def model(tiny_artifact: Path) -> bard_sdk.Model:
-    return bard_sdk.load(tiny_artifact, device="cpu")
-
-
-@pytest.fixture
-def engine(model: bard_sdk.Model):  # type: ignore[no-untyped-def]
-    with bard_sdk.Engine(model, max_active=8, prefill_chunk=16) as running:
-        yield running
-
-
 def mixed_cases(count: int, seed: int) -> list[tuple[str, int, dict[str, object]]]:
     """Prompts of very different lengths, greedy and sampled, filters, stops and seeds."""
     rng = random.Random(seed)

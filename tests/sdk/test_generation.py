@@ -17,11 +17,6 @@ PROMPTS = ["ROMEO:", "", "First Citizen:\nBefore we proceed any further, hear me
            "K"]
 
 
-@pytest.fixture(scope="module")
-def model(tiny_artifact: Path) -> bard_sdk.Model:
-    return bard_sdk.load(tiny_artifact, device="cpu")
-
-
 class CountingRunner:
     """Wraps a runner to count onnxruntime calls and the rows and steps in each."""
 

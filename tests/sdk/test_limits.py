@@ -4,7 +4,6 @@ a bad logits processor, the text a stream keeps, the prefill budget."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import bard_sdk
 import numpy as np
@@ -15,11 +14,6 @@ from bard_sdk.scheduler import STREAM_KEEP_CHARS, PrefillBudget, Scheduler
 
 from tests.conftest import wrapped
 from tests.sdk.test_scheduler import Recording, drain, request, text
-
-
-@pytest.fixture(scope="module")
-def model(tiny_artifact: Path) -> bard_sdk.Model:
-    return bard_sdk.load(tiny_artifact, device="cpu")
 
 
 @pytest.mark.parametrize("stop", [["e" * (MAX_STOP_CHARS + 1)], ["e"] * (MAX_STOPS + 1)])

@@ -16,17 +16,6 @@ SHAKESPEARE = (Path(__file__).resolve().parents[2].parent / "shared" / "data"
                / "tinyshakespeare.txt")
 
 
-@pytest.fixture(scope="module")
-def model(tiny_artifact: Path) -> bard_sdk.Model:
-    return bard_sdk.load(tiny_artifact, device="cpu")
-
-
-@pytest.fixture
-def engine(model: bard_sdk.Model):  # type: ignore[no-untyped-def]
-    with bard_sdk.Engine(model, max_active=8, prefill_chunk=16) as running:
-        yield running
-
-
 def reference_generation(model: bard_sdk.Model, prompt: str, n: int, **options: object
                          ) -> tuple[str, list[np.ndarray]]:
     """The SDK's own step loop: its text and, per character, the log-softmax of the raw

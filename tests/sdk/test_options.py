@@ -4,16 +4,10 @@ parameter (what `bard serve` reports as OpenAI's `param`, without reading the me
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import bard_sdk
 import pytest
 from bard_sdk.options import GenerationOptions
-
-
-@pytest.fixture(scope="module")
-def model(tiny_artifact: Path) -> bard_sdk.Model:
-    return bard_sdk.load(tiny_artifact, device="cpu")
 
 
 @pytest.mark.parametrize(("arguments", "param"), [

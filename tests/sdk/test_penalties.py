@@ -6,7 +6,6 @@ from __future__ import annotations
 import random
 import threading
 from collections import Counter
-from pathlib import Path
 
 import bard_sdk
 import numpy as np
@@ -14,11 +13,6 @@ import pytest
 from bard_sdk.penalties import Penalties, PenaltyRows
 
 PROMPTS = ["ROMEO:", "", "the the the the ", "K", "KING RICHARD III:\nWhat, ho!\n" * 6]
-
-
-@pytest.fixture(scope="module")
-def model(tiny_artifact: Path) -> bard_sdk.Model:
-    return bard_sdk.load(tiny_artifact, device="cpu")
 
 
 def reference(logits: np.ndarray, prompt: list[int], generated: list[int], temperature: float,

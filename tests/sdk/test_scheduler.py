@@ -7,8 +7,6 @@ what ended with which outcome.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import bard_sdk
 import numpy as np
 import pytest
@@ -36,11 +34,6 @@ class Recording:
         if number in self.fail_at:
             raise RuntimeError(f"simulated failure of call {number}")
         return self.inner.step(tokens, state)  # type: ignore[attr-defined]
-
-
-@pytest.fixture(scope="module")
-def model(tiny_artifact: Path) -> bard_sdk.Model:
-    return bard_sdk.load(tiny_artifact, device="cpu")
 
 
 @pytest.fixture

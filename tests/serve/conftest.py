@@ -52,3 +52,11 @@ def write_in_room(page: Any, prompt: str, length: int, *, temperature: str,
     page.click("#generate")
     page.wait_for_function("document.getElementById('status').textContent.startsWith('done')",
                            timeout=60_000)
+
+
+@pytest.fixture(scope="module")
+def client(server: Server) -> Any:
+    """The official `openai` client, pointed at this module's server."""
+    openai = pytest.importorskip("openai")
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+

@@ -55,11 +55,6 @@ def held_out_documents(model: bard_sdk.Model, count: int, chars: int) -> list[st
     raise AssertionError("the held-out text is too short")
 
 
-@pytest.fixture(scope="module")
-def model(tiny_artifact: Path) -> bard_sdk.Model:
-    return bard_sdk.load(tiny_artifact, device="cpu")
-
-
 def local_completions(server: Server, **args: object):  # type: ignore[no-untyped-def]
     from lm_eval.models.openai_completions import LocalCompletionsAPI
 

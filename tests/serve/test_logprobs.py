@@ -4,7 +4,6 @@ log-softmax of the raw logits."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import bard_sdk
@@ -18,16 +17,6 @@ from tests.serve.conftest import Server
 openai = pytest.importorskip("openai")
 
 PROMPT = "ROMEO:\nWhat light through yonder window breaks?\nJULIET:\n"
-
-
-@pytest.fixture(scope="module")
-def model(tiny_artifact: Path) -> bard_sdk.Model:
-    return bard_sdk.load(tiny_artifact, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def client(server: Server) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
 
 
 def prompt_reference(model: bard_sdk.Model, prompt: str) -> list[float]:

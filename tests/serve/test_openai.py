@@ -15,16 +15,6 @@ from tests.serve.conftest import Server, start_server, stop_server
 openai = pytest.importorskip("openai")
 
 
-@pytest.fixture(scope="module")
-def model(tiny_artifact: Path) -> bard_sdk.Model:
-    return bard_sdk.load(tiny_artifact, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def client(server: Server) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
-
-
 def without_stop(text: str, stops: list[str]) -> str:
     """OpenAI leaves a matched stop sequence out of the text; bard_sdk keeps it."""
     ended = [s for s in stops if text.endswith(s)]

@@ -184,11 +184,6 @@ def ray_server(tiny_artifact: Path) -> Iterator[Server]:
 
 
 @pytest.fixture(scope="module")
-def model(tiny_artifact: Path) -> bard_sdk.Model:
-    return bard_sdk.load(tiny_artifact, device="cpu")
-
-
-@pytest.fixture(scope="module")
 def client(ray_server: Server) -> openai.OpenAI:
     return openai.OpenAI(base_url=ray_server.url + "/v1", api_key=API_KEY, max_retries=0,
                          timeout=120)

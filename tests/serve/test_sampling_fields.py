@@ -3,8 +3,6 @@ repetition_penalty, min_p, ignore_eos) over HTTP: the same text as the SDK, stri
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import bard_sdk
 import httpx
 import pytest
@@ -12,16 +10,6 @@ import pytest
 from tests.serve.conftest import Server
 
 openai = pytest.importorskip("openai")
-
-
-@pytest.fixture(scope="module")
-def model(tiny_artifact: Path) -> bard_sdk.Model:
-    return bard_sdk.load(tiny_artifact, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def client(server: Server) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
 
 
 def test_openai_fields_equal_the_sdk(client: openai.OpenAI, model: bard_sdk.Model,
