@@ -23,7 +23,9 @@ from .errors import InvalidArgumentError
 from .generation import Batch, prefill
 from .penalties import NO_PENALTIES, Penalties, PenaltyRows
 from .runtime import Runner, State
-from .sampling import SamplingParams, sample, uniforms
+from .sampling import SamplingParams, sample, uniform_table
+
+DRAWS_AHEAD = 32  # steps of uniforms made at once (see Rows._uniforms)
 
 LogitsProcessor = Callable[[int, np.ndarray, np.ndarray], np.ndarray]
 """`(step, ids, logits) -> logits`, vectorised over the active rows of a `Generator`.
@@ -91,6 +93,10 @@ class Rows:
         # bookkeeping around it is a measurable share at batch 1): steps until the first row
         # reaches its limit, and the answers when nothing can end before that.
         count = len(self.settings)
+        # Uniforms for the next DRAWS_AHEAD steps of every row, made together and used one
+        # column per step; remade when rows join or leave (a row's numbers never change).
+        self._draws: np.ndarray | None = None
+        self._drawn = 0
         self._until_limit = int((self.max_new - self.steps).min()) if count else 0
         self._no_stops = np.zeros(count, dtype=np.int64)
 
@@ -153,12 +159,13 @@ class Rows:
             logits = penalised.apply(logits)
         if len(self.param_groups) == 1:
             params = self.param_groups[0][0]
-            ids = sample(logits, params, None if params.greedy else
-                         uniforms(self.keys, self.steps))
+            ids = sample(logits, params, None if params.greedy else self._uniforms())
         else:
             ids = np.empty(len(self.settings), dtype=np.int64)
+            u_all = (None if all(params.greedy for params, _ in self.param_groups)
+                     else self._uniforms())
             for params, index in self.param_groups:
-                u = None if params.greedy else uniforms(self.keys[index], self.steps[index])
+                u = None if params.greedy or u_all is None else u_all[index]
                 ids[index] = sample(logits[index], params, u)
         self.steps += 1
         self._until_limit -= 1
@@ -175,6 +182,13 @@ class Rows:
                     hit = (self.history[index, -len(stop):] == stop).all(axis=1)
                     stop_len[index] = np.maximum(stop_len[index], hit * len(stop))
         return ids, stop_len
+
+    def _uniforms(self) -> np.ndarray:
+        """Each row's uniform for its current step (`sampling.uniforms`)."""
+        if self._draws is None or self._drawn == DRAWS_AHEAD:
+            self._draws, self._drawn = uniform_table(self.keys, self.steps, DRAWS_AHEAD), 0
+        self._drawn += 1
+        return self._draws[:, self._drawn - 1]
 
     def finished(self, stop_len: np.ndarray) -> np.ndarray | None:
         """Rows that end with the ids just sampled (their limit or a stop string), or None

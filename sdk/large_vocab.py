@@ -1,13 +1,15 @@
 """Sampling over a large vocabulary (thousands of characters), at a cost that grows with the
 characters kept rather than with a sort of the vocabulary.
 
+Temperature and top-p start from the probabilities onnxruntime computes (softmax_graph.py).
 Temperature: the inverse CDF by blocks (block sums, then one block's cumulative sum).
 top-k and top-p: a threshold suggested by a strided sample of the row (every STRIDE-th
 character, sorted) picks the candidates, the characters at or above it; the rule is then
 applied to the candidates alone, in id order. A threshold is used only once it is proven to
 hold every character the rule keeps (top-k: at least k candidates; top-p: the candidates'
 mass passes the nucleus' limit); a row whose guess falls short takes a safe one (the whole
-row at worst). Every quantity is computed per row, so a row draws the same in any batch.
+row at worst; top-p draws such rows again, alone). Every quantity is computed per row, so a
+row draws the same in any batch.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 BLOCK = 64  # characters per block of the two-level inverse CDF
 SAMPLE_SIZE = 384  # characters of a row sorted to suggest a threshold
@@ -25,48 +26,68 @@ NUCLEUS_SLACK = 0.15  # ... and at the nucleus of top_p + this x (1 - top_p) in 
 # Candidate weights (at most 1) become integers of 2**-FIXED_BITS: their cumulative sums are
 # then exact (the same in any batch) and fast (numpy's float cumsum is ~7x slower).
 FIXED_BITS = 40
+SMALLEST_WEIGHT = float(np.finfo(np.float32).smallest_subnormal)
+ONE = float(2**FIXED_BITS)
+
+
+def full_blocks(values: np.ndarray) -> np.ndarray:
+    """[rows, vocab // BLOCK, BLOCK]: the whole blocks of each row, a view (splitting the
+    column axis never needs a copy)."""
+    rows, vocab = values.shape
+    return values[:, : vocab - vocab % BLOCK].reshape(rows, vocab // BLOCK, BLOCK)
 
 
 def block_sums(weights: np.ndarray) -> np.ndarray:
-    """[rows, blocks] float32 sums of BLOCK consecutive columns, the last block partial:
-    einsum over a strided view, no copy (a block's sum is the same in any batch)."""
+    """[rows, ceil(vocab / BLOCK)] float32 sums of BLOCK consecutive columns, the last block
+    maybe partial: einsum over a view, no copy (a block's sum is the same in any batch)."""
     rows, vocab = weights.shape
     full = vocab // BLOCK
-    sums = np.empty((rows, full + 1), dtype=np.float32)
-    view = as_strided(weights, shape=(rows, full, BLOCK),
-                      strides=(weights.strides[0], BLOCK * weights.strides[1],
-                               weights.strides[1]), writeable=False)
-    np.einsum("ijk->ij", view, out=sums[:, :full])
-    sums[:, full] = weights[:, full * BLOCK :].sum(axis=1)
+    sums = np.empty((rows, -(-vocab // BLOCK)), dtype=np.float32)
+    np.einsum("ijk->ij", full_blocks(weights), out=sums[:, :full])
+    if full < sums.shape[1]:
+        sums[:, full] = weights[:, full * BLOCK :].sum(axis=1)
     return sums
 
 
-def blocked_choice(weights: np.ndarray, fraction: np.ndarray) -> np.ndarray:
+def blocked_choice(weights: np.ndarray, fraction: np.ndarray,
+                   sums: np.ndarray | None = None) -> np.ndarray:
     """`inverse_cdf` without a cumulative sum across the vocabulary: the block is found on
-    the cumulative block sums, then the character on that block's own cumulative sum."""
+    the cumulative block sums, then the character on that block's own cumulative sum (the
+    first whose sum passes what the target leaves: it has weight, since the sum rises
+    there). Rounding can leave the block's own sum short of what the target leaves: then its
+    last character of weight is taken. `sums`: the block sums if known (softmax_blocks).
+    Needs vocab >= BLOCK (sample() comes here above LARGE_VOCAB)."""
     rows, vocab = weights.shape
-    cumulative = np.cumsum(block_sums(weights), axis=1)
-    target = fraction * cumulative[:, -1]
-    block = np.minimum((cumulative <= target[:, None]).sum(axis=1), cumulative.shape[1] - 1)
+    cumulative = np.cumsum(block_sums(weights) if sums is None else sums, axis=1)
+    total = cumulative[:, -1].astype(np.float64)
+    target = np.minimum(fraction * total, np.nextafter(total, 0.0))  # below the last sum
+    block = np.argmax(cumulative > target[:, None], axis=1)  # the first that passes it
     row = np.arange(rows)
-    before = np.where(block > 0, cumulative[row, block - 1], 0.0)
-    columns = block[:, None] * BLOCK + np.arange(BLOCK)
-    inside = np.take_along_axis(weights, np.minimum(columns, vocab - 1), axis=1)
-    inside[columns >= vocab] = 0.0
-    within = (np.cumsum(inside, axis=1) <= (target - before)[:, None]).sum(axis=1)
-    last_nonzero = BLOCK - 1 - (inside[:, ::-1] > 0).argmax(axis=1)  # rounding at its end
-    return np.minimum(block * BLOCK + np.minimum(within, last_nonzero), vocab - 1)
+    rest = target - np.where(block > 0, cumulative[row, block - 1], 0.0)
+    full = vocab // BLOCK
+    inside = full_blocks(weights)[row, np.minimum(block, full - 1)]
+    if full < cumulative.shape[1]:  # the last block is short: its rows take its columns
+        short_block = np.flatnonzero(block == full)
+        if len(short_block):
+            inside[short_block] = 0.0
+            inside[short_block, : vocab - full * BLOCK] = weights[short_block, full * BLOCK :]
+    passes = np.cumsum(inside, axis=1) > rest[:, None]
+    within = np.argmax(passes, axis=1)
+    none_passes = ~passes[row, within]
+    if none_passes.any():
+        within[none_passes] = BLOCK - 1 - (inside[none_passes, ::-1] > 0).argmax(axis=1)
+    return block * BLOCK + within
 
 
 def strided_sample(values: np.ndarray) -> np.ndarray:
-    """About SAMPLE_SIZE values of each row, every stride-th, sorted largest first."""
+    """About SAMPLE_SIZE values of each row, every stride-th, sorted (smallest first)."""
     stride = max(1, values.shape[1] // SAMPLE_SIZE)
-    return -np.sort(-values[:, ::stride], axis=1)
+    return np.sort(values[:, ::stride], axis=1)
 
 
 def fixed_point(weights: np.ndarray) -> np.ndarray:
     """Weights in [0, 1] as int64 multiples of 2**-FIXED_BITS."""
-    return np.rint(weights * np.float32(2.0**FIXED_BITS)).astype(np.int64)
+    return np.rint(weights * np.float32(ONE)).astype(np.int64)
 
 
 def fixed_inverse_cdf(weights: np.ndarray, fraction: np.ndarray) -> np.ndarray:
@@ -75,24 +96,36 @@ def fixed_inverse_cdf(weights: np.ndarray, fraction: np.ndarray) -> np.ndarray:
     cdf = np.cumsum(weights, axis=1)
     total = cdf[:, -1]
     target = np.minimum(np.floor(fraction * total).astype(np.int64), total - 1)
-    return (cdf <= target[:, None]).sum(axis=1)
+    return np.argmax(cdf > target[:, None], axis=1)
 
 
-def keep_largest(weights: np.ndarray, limit: np.ndarray) -> np.ndarray:
-    """The nucleus rule on float32 candidate weights [rows, width] in id order: in order of
-    weight (ties: lower id first), a weight is kept while the mass of those before it is at
-    most the row's limit (in fixed point). Returns the kept weights in fixed point, the
-    others 0. (The sort is of the float32 weights: fixed_point is monotone.)"""
-    ordered = fixed_point(-np.sort(-weights, axis=1))
-    fixed = fixed_point(weights)
-    before = np.cumsum(ordered, axis=1) - ordered
-    kept = np.maximum((before <= limit[:, None]).sum(axis=1), 1)
-    smallest = ordered[np.arange(len(weights)), kept - 1][:, None]
-    above = fixed > smallest
-    tied = fixed == smallest
-    room = kept - above.sum(axis=1)  # how many of the ties with the smallest fit
-    fixed *= above | (tied & (np.cumsum(tied, axis=1) <= room[:, None]))
-    return fixed
+def keep_largest(weights: np.ndarray, fixed: np.ndarray,
+                 limit: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The nucleus rule on candidate weights [rows, width] in id order (float32 `weights`,
+    and `fixed`, the same in fixed point): in order of weight (ties: lower id first), a
+    weight is kept while the mass of those before it is at most the row's limit (in fixed
+    point). Returns the kept weights in fixed point (the others 0) and each row's total.
+
+    In ascending order (sorted as float32; fixed_point is monotone) the mass before a
+    weight is the row's total less the cumulative sum up to it, exact in integers, so the
+    kept weights are those from the first whose cumulative sum reaches total - limit."""
+    rows, width = fixed.shape
+    ascending = fixed_point(np.sort(weights, axis=1))
+    cumulative = np.cumsum(ascending, axis=1)
+    total = cumulative[:, -1]
+    need = np.ceil(total - limit).astype(np.int64)
+    first = np.argmax(cumulative >= need[:, None], axis=1)  # the largest is always kept
+    row = np.arange(rows)
+    smallest = ascending[row, first]
+    kept = fixed >= smallest[:, None]
+    cut = (first > 0) & (ascending[row, np.maximum(first - 1, 0)] == smallest)
+    if cut.any():  # rare: ties with the smallest kept weight, not all of them kept
+        index = np.flatnonzero(cut)
+        above = fixed[index] > smallest[index, None]
+        tied = fixed[index] == smallest[index, None]
+        room = width - first[index] - above.sum(axis=1)
+        kept[index] = above | (tied & (np.cumsum(tied, axis=1) <= room[:, None]))
+    return fixed * kept, total
 
 
 @dataclass(frozen=True)
@@ -105,21 +138,20 @@ class Candidates:
     starts: np.ndarray
     counts: np.ndarray
     values: np.ndarray
-    held: np.ndarray  # per row, the sum of its candidates' values (float64, in id order)
 
     @classmethod
     def above(cls, values: np.ndarray, threshold: np.ndarray, fill: float) -> Candidates:
         rows, vocab = values.shape
         flat = np.flatnonzero(values >= threshold[:, None])
-        row_of, columns = np.divmod(flat, vocab)
-        chosen = values.ravel()[flat]
-        counts = np.bincount(row_of, minlength=rows)
-        starts = np.cumsum(counts) - counts
+        bounds = np.searchsorted(flat, np.arange(rows + 1) * vocab)
+        starts, counts = bounds[:-1], np.diff(bounds)
         width = max(int(counts.max()), 1)
+        row = np.arange(rows)
         padded = np.full(rows * width, fill, dtype=np.float32)
-        padded[row_of * width + np.arange(len(flat)) - starts[row_of]] = chosen
-        held = np.bincount(row_of, weights=chosen, minlength=rows)
-        return cls(columns, starts, counts, padded.reshape(rows, width), held)
+        slots = np.arange(len(flat)) + np.repeat(row * width - starts, counts)
+        padded[slots] = values.ravel()[flat]
+        columns = flat - np.repeat(row * vocab, counts)
+        return cls(columns, starts, counts, padded.reshape(rows, width))
 
     def ids(self, slots: np.ndarray) -> np.ndarray:
         """The columns at each row's candidate slot."""
@@ -132,7 +164,7 @@ def top_k_candidates(z: np.ndarray, k: int) -> Candidates:
     fewer than k of them takes the whole row (rare: a row flatter than its sample)."""
     sample = strided_sample(z)
     rank = int(np.ceil(TOP_K_SLACK * k * sample.shape[1] / z.shape[1])) + TOP_K_EXTRA
-    threshold = (sample[:, rank - 1].copy() if rank <= sample.shape[1]
+    threshold = (sample[:, sample.shape[1] - rank].copy() if rank <= sample.shape[1]
                  else np.full(len(z), -np.inf, dtype=np.float32))
     while True:
         found = Candidates.above(z, threshold, -np.inf)
@@ -148,42 +180,56 @@ def top_k_choice(z: np.ndarray, k: int, top_p: float | None, scale: np.float32,
     k-th largest (ties with it kept), their weights over the candidates only."""
     found = top_k_candidates(z, k)
     values = found.values
-    ordered = -np.sort(-values, axis=1)
-    kth, top = ordered[:, k - 1 : k], ordered[:, :1]
+    ascending = np.sort(values, axis=1)
+    width = ascending.shape[1]
+    kth, top = ascending[:, width - k : width - k + 1], ascending[:, -1:]
     weights = np.subtract(values, top, dtype=np.float32)
     weights *= scale
     np.exp(weights, out=weights)
     weights[values < kth] = 0.0
     fixed = fixed_point(weights)
     if top_p is not None:
-        fixed = keep_largest(weights, top_p * fixed.sum(axis=1))
+        fixed, _ = keep_largest(weights, fixed, top_p * fixed.sum(axis=1))
     return found.ids(fixed_inverse_cdf(fixed, fraction))
 
 
-def nucleus_candidates(weights: np.ndarray, top_p: float, total: np.ndarray) -> Candidates:
-    """Candidates (weights; 0 padding) holding every character of each row's nucleus: those
-    at or above the sample's own nucleus at a slightly larger mass. A row whose candidates
-    weigh no more than the limit takes the bound (1 - top_p) x total / vocab (the characters
-    below it weigh less than 1 - top_p of the total), and should rounding defeat that too,
-    0: the whole row."""
-    sample = strided_sample(weights)
-    mass = np.cumsum(sample, axis=1)
+def nucleus_choice(probabilities: np.ndarray, top_p: float, fraction: np.ndarray,
+                   vocab: int | None = None) -> np.ndarray:
+    """Next ids under top-p from the probabilities [rows, columns] of the whole rows (each
+    row sums to 1 within float32 rounding, so the nucleus' limit is top_p itself); `vocab`,
+    the characters among the columns (the rest are padding of probability 0).
+
+    The candidates are those at or above the sample's own nucleus at a slightly larger mass."""
+    vocab = probabilities.shape[1] if vocab is None else vocab
     level = top_p + NUCLEUS_SLACK * (1.0 - top_p)
-    rank = np.maximum(((mass - sample) <= level * mass[:, -1:]).sum(axis=1), 1)
-    threshold = sample[np.arange(len(weights)), rank - 1]
-    limit = top_p * total
-    for fallback in ((1.0 - top_p) * total / weights.shape[1], np.zeros_like(total), None):
-        found = Candidates.above(weights, threshold, 0.0)
-        short = found.held <= limit
-        if fallback is None or not short.any():
-            return found
-        threshold[short] = fallback[short]
-    raise AssertionError("unreachable")
+    return nucleus_above(probabilities, top_p, fraction, sample_nucleus(probabilities, level),
+                         [(1.0 - top_p) / vocab, SMALLEST_WEIGHT])
 
 
-def nucleus_choice(weights: np.ndarray, top_p: float, fraction: np.ndarray) -> np.ndarray:
-    """Next ids under top-p from the weights [rows, vocab] of the whole rows."""
-    total = block_sums(weights).sum(axis=1)
-    found = nucleus_candidates(weights, top_p, total)
-    kept = keep_largest(found.values, top_p * total * 2.0**FIXED_BITS)
-    return found.ids(fixed_inverse_cdf(kept, fraction))
+def sample_nucleus(probabilities: np.ndarray, level: float) -> np.ndarray:
+    """Per row, the smallest value of the strided sample's own nucleus at `level` of the
+    sample's mass (in ascending order: the first whose cumulative sum reaches 1 - level of
+    it): a guess, checked by the caller."""
+    sample = strided_sample(probabilities)
+    mass = np.cumsum(fixed_point(sample), axis=1)
+    first = np.argmax(mass >= (1.0 - level) * mass[:, -1:], axis=1)
+    return sample[np.arange(len(probabilities)), first]
+
+
+def nucleus_above(probabilities: np.ndarray, top_p: float, fraction: np.ndarray,
+                  threshold: np.ndarray, fallbacks: list[float]) -> np.ndarray:
+    """Next ids under top-p with the candidates at or above each row's threshold. The rows
+    whose candidates weigh no more than the limit (in fixed point, as the rule counts) draw
+    again, alone, with the next fallback: the bound (1 - top_p) / vocab (the characters
+    below it weigh less than 1 - top_p), and should rounding defeat that too, the smallest
+    float32 (every character of weight)."""
+    limit = top_p * ONE
+    found = Candidates.above(probabilities, threshold, 0.0)
+    kept, held = keep_largest(found.values, fixed_point(found.values), limit)
+    ids = found.ids(fixed_inverse_cdf(kept, fraction))
+    short = np.flatnonzero(held <= limit)
+    if len(short) and fallbacks:
+        lower = np.full(len(short), fallbacks[0], dtype=np.float32)
+        ids[short] = nucleus_above(probabilities[short], top_p, fraction[short], lower,
+                                   fallbacks[1:])
+    return ids

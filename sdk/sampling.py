@@ -15,7 +15,7 @@ import numpy as np
 from .arguments import integer, real
 from .cdf import inverse_cdf, weights_of
 from .large_vocab import blocked_choice, nucleus_choice, top_k_choice
-from .weights_graph import exp_weights
+from .softmax_graph import softmax_blocks
 
 MASK64 = (1 << 64) - 1
 # Below this temperature sampling is greedy (argmax). At 1e-6 a logit gap of 1e-4 already
@@ -75,6 +75,15 @@ def uniforms(keys: np.ndarray, step: int) -> np.ndarray:
     return (bits >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
 
 
+def uniform_table(keys: np.ndarray, steps: np.ndarray, count: int) -> np.ndarray:
+    """[rows, count]: column j holds `uniforms(keys, steps + j)`, the same numbers, made in
+    one pass (a dozen small numpy calls cost as much for one step as for dozens)."""
+    ahead = (steps[:, None] + np.arange(count)).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        bits = _splitmix64(keys[:, None] + ahead * _GOLDEN)
+    return (bits >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
 def sample(logits: np.ndarray, params: SamplingParams, u: np.ndarray | None) -> np.ndarray:
     """Next ids [batch] from logits [batch, vocab]: greedy, or temperature / top-k / top-p
     with one uniform per row (`u`, unused when greedy).
@@ -82,10 +91,10 @@ def sample(logits: np.ndarray, params: SamplingParams, u: np.ndarray | None) -> 
     A row's weights are exp((logit - max) / temperature) in float32; the chosen id is the
     first whose cumulative weight, in id order over the characters kept, passes u x the kept
     weight, so a row's choice depends only on its own logits and uniform. Nothing sorts the
-    vocabulary: over LARGE_VOCAB characters the weights come from onnxruntime, the inverse
-    CDF goes by blocks, and top-k / top-p sort only the characters above a threshold that a
-    strided sample of the row suggests (`large_vocab.py`), so their cost grows with the
-    characters kept.
+    vocabulary: over LARGE_VOCAB characters the weights are onnxruntime's softmax (the same
+    weights, normalised), the inverse CDF goes by blocks, and top-k / top-p sort only the
+    characters above a threshold that a strided sample of the row suggests
+    (`large_vocab.py`), so their cost grows with the characters kept.
     """
     if params.greedy or u is None:
         return logits.argmax(axis=1)
@@ -100,10 +109,10 @@ def sample(logits: np.ndarray, params: SamplingParams, u: np.ndarray | None) -> 
     if vocab > LARGE_VOCAB:
         if top_k is not None:
             return top_k_choice(z, top_k, top_p, scale, fraction)
-        weights = exp_weights(z, scale)
+        probabilities, sums = softmax_blocks(z, scale)  # padded to whole blocks
         if top_p is not None:
-            return nucleus_choice(weights, top_p, fraction)
-        return blocked_choice(weights, fraction)
+            return nucleus_choice(probabilities, top_p, fraction, vocab)
+        return blocked_choice(probabilities, fraction, sums)
     if top_k is not None:
         ids = np.argpartition(z, -top_k, axis=1)[:, -top_k:]
         ids.sort(axis=1)  # id order: the choice does not depend on how the partition fell

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from bard_sdk import large_vocab, weights_graph
-from bard_sdk.sampling import SamplingParams, sample
+from bard_sdk import large_vocab, softmax_graph
+from bard_sdk.sampling import SamplingParams, row_keys, sample, uniform_table, uniforms
 
 
 def reference_probabilities(logits: np.ndarray, params: SamplingParams) -> np.ndarray:
@@ -120,32 +120,75 @@ def test_a_row_draws_the_same_beside_any_rows(params: SamplingParams) -> None:
     assert sample(rows[4:], params, u[4:]).tolist() == alone[4:]
 
 
-def test_the_weights_graph_is_valid_onnx_and_exact_elementwise() -> None:
-    """The ModelProto written by hand (the SDK has no `onnx` dependency) is what
-    onnx.helper would build, passes the full checker, and computes the float32 weights."""
+def test_the_softmax_graph_is_valid_onnx_and_computes_probabilities_and_block_sums() -> None:
+    """The ModelProto written by hand (the SDK has no `onnx` dependency) is what onnx.helper
+    would build and passes the full checker; it computes each row's softmax over the
+    padded vocabulary (padding and -inf logits 0) and the row's sums by blocks, the same
+    for a row alone as in any batch."""
     onnx = pytest.importorskip("onnx")
-    from onnx import TensorProto, helper
+    from onnx import TensorProto, helper, numpy_helper
 
-    model = onnx.load_from_string(weights_graph.weights_model())
+    model = onnx.load_from_string(softmax_graph.softmax_model())
     onnx.checker.check_model(model, full_check=True)
-    nodes = [helper.make_node("ReduceMax", ["z"], ["top"], axes=[1], keepdims=1),
-             helper.make_node("Sub", ["z", "top"], ["d"]),
-             helper.make_node("Mul", ["d", "scale"], ["e"]),
-             helper.make_node("Exp", ["e"], ["w"])]
+    block = large_vocab.BLOCK
+    nodes = [helper.make_node("Softmax", ["y"], ["p"], axis=1),
+             helper.make_node("Reshape", ["p", "block_shape"], ["blocks"]),
+             helper.make_node("ReduceSum", ["blocks", "block_axis"], ["sums"], keepdims=0)]
     graph = helper.make_graph(
-        nodes, "bard_sampling_weights",
-        [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["rows", "vocab"]),
-         helper.make_tensor_value_info("scale", TensorProto.FLOAT, [1])],
-        [helper.make_tensor_value_info("w", TensorProto.FLOAT, ["rows", "vocab"])])
+        nodes, "bard_sampling_softmax",
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["rows", "padded_vocab"])],
+        [helper.make_tensor_value_info("p", TensorProto.FLOAT, ["rows", "padded_vocab"]),
+         helper.make_tensor_value_info("sums", TensorProto.FLOAT, ["row_blocks"])],
+        [numpy_helper.from_array(np.array([-1, block], np.int64), "block_shape"),
+         numpy_helper.from_array(np.array([1], np.int64), "block_axis")])
     assert model.graph == graph
-    assert [(o.domain, o.version) for o in model.opset_import] == [("", weights_graph.OPSET)]
-    logits = np.stack([peaked_logits(3001, seed) for seed in range(5)])
-    weights = weights_graph.exp_weights(logits, np.float32(1 / 0.7))
-    z = logits.astype(np.float64)
-    expected = np.exp((z - z.max(axis=1, keepdims=True)) / 0.7)
-    assert weights.dtype == np.float32 and weights.shape == logits.shape
-    assert (weights[~np.isfinite(logits)] == 0).all() and (weights.max(axis=1) == 1).all()
-    assert np.allclose(weights, expected, rtol=1e-5, atol=1e-30)
+    assert [(o.domain, o.version) for o in model.opset_import] == [("", softmax_graph.OPSET)]
+    for vocab in (3001, 3008):  # with and without padding
+        logits = np.stack([peaked_logits(vocab, seed) for seed in range(5)])
+        probabilities, sums = (a.copy() for a in
+                               softmax_graph.softmax_blocks(logits, np.float32(1 / 0.7)))
+        padded = -(-vocab // block) * block
+        z = logits.astype(np.float64) / 0.7
+        expected = np.exp(z - z.max(axis=1, keepdims=True))
+        expected /= expected.sum(axis=1, keepdims=True)
+        assert probabilities.dtype == np.float32 and probabilities.shape == (5, padded)
+        assert (probabilities[:, vocab:] == 0).all()
+        assert (probabilities[:, :vocab][~np.isfinite(logits)] == 0).all()
+        assert np.allclose(probabilities[:, :vocab], expected, rtol=1e-5, atol=1e-30)
+        assert sums.shape == (5, padded // block)
+        assert np.allclose(sums, probabilities.reshape(5, -1, block).sum(axis=2), rtol=1e-6)
+        for i in range(5):
+            alone_p, alone_sums = softmax_graph.softmax_blocks(logits[i : i + 1],
+                                                               np.float32(1 / 0.7))
+            assert np.array_equal(alone_p[0], probabilities[i])
+            assert np.array_equal(alone_sums[0], sums[i])
+
+
+@pytest.mark.parametrize("vocab", [3000, 3008])
+def test_the_blocked_inverse_cdf_over_unpadded_rows_is_the_inverse_cdf(vocab: int) -> None:
+    """`blocked_choice` on rows whose last block is short (3000 = 46 x 64 + 56), its block
+    sums computed itself: stratified uniforms land each character as often as its weight."""
+    logits = peaked_logits(vocab, seed=3)
+    logits[-40:] += 4.0  # weight in the short last block too
+    weights = np.exp(logits - logits.max()).astype(np.float32)
+    n = 3000
+    fractions = (np.arange(n) + 0.5) / n
+    drawn = large_vocab.blocked_choice(np.repeat(weights[None], n, axis=0), fractions)
+    expected = weights.astype(np.float64) / weights.astype(np.float64).sum()
+    frequencies = np.bincount(drawn, minlength=vocab) / n
+    assert np.abs(frequencies - expected).max() <= 1.5 / n + 1e-4
+    assert (frequencies[weights == 0] == 0).all()
+
+
+def test_uniforms_made_ahead_are_each_steps_own() -> None:
+    """The decode loop makes the uniforms of DRAWS_AHEAD steps at once: they must be the
+    numbers each (row key, step) has on its own."""
+    keys = row_keys([0, 7, 2**64 - 1, None])
+    steps = np.array([0, 31, 12345, 2**40])
+    table = uniform_table(keys, steps, 40)
+    for j in range(40):
+        assert np.array_equal(table[:, j], uniforms(keys, steps + j))
+    assert ((table >= 0) & (table < 1)).all()
 
 
 def test_an_empty_batch_samples_nothing() -> None:
