@@ -186,9 +186,12 @@ class Rows:
     def _uniforms(self) -> np.ndarray:
         """Each row's uniform for its current step (`sampling.uniforms`)."""
         if self._draws is None or self._drawn == DRAWS_AHEAD:
-            self._draws, self._drawn = uniform_table(self.keys, self.steps, DRAWS_AHEAD), 0
+            # step-major, so that each step's uniforms are contiguous
+            self._draws = np.ascontiguousarray(
+                uniform_table(self.keys, self.steps, DRAWS_AHEAD).T)
+            self._drawn = 0
         self._drawn += 1
-        return self._draws[:, self._drawn - 1]
+        return self._draws[self._drawn - 1]
 
     def finished(self, stop_len: np.ndarray) -> np.ndarray | None:
         """Rows that end with the ids just sampled (their limit or a stop string), or None

@@ -104,7 +104,8 @@ def keep_largest(weights: np.ndarray, fixed: np.ndarray,
     """The nucleus rule on candidate weights [rows, width] in id order (float32 `weights`,
     and `fixed`, the same in fixed point): in order of weight (ties: lower id first), a
     weight is kept while the mass of those before it is at most the row's limit (in fixed
-    point). Returns the kept weights in fixed point (the others 0) and each row's total.
+    point). Returns `fixed` with the weights not kept set to 0 (in place) and each row's
+    total.
 
     In ascending order (sorted as float32; fixed_point is monotone) the mass before a
     weight is the row's total less the cumulative sum up to it, exact in integers, so the
@@ -125,19 +126,20 @@ def keep_largest(weights: np.ndarray, fixed: np.ndarray,
         tied = fixed[index] == smallest[index, None]
         room = width - first[index] - above.sum(axis=1)
         kept[index] = above | (tied & (np.cumsum(tied, axis=1) <= room[:, None]))
-    return fixed * kept, total
+    return np.multiply(fixed, kept, out=fixed), total
 
 
 @dataclass(frozen=True)
 class Candidates:
-    """Per row, the columns whose value is at least the row's threshold, in id order:
-    `columns` and `starts` flat (row r's are columns[starts[r] : starts[r] + counts[r]]),
+    """Per row, the columns whose value is at least the row's threshold, in id order: their
+    flat indices into [rows, vocab] (row r's are flat[starts[r] : starts[r] + counts[r]]),
     their values padded to the longest row ([rows, width]; `fill` where padded)."""
 
-    columns: np.ndarray
+    flat: np.ndarray
     starts: np.ndarray
     counts: np.ndarray
     values: np.ndarray
+    vocab: int
 
     @classmethod
     def above(cls, values: np.ndarray, threshold: np.ndarray, fill: float) -> Candidates:
@@ -146,16 +148,15 @@ class Candidates:
         bounds = np.searchsorted(flat, np.arange(rows + 1) * vocab)
         starts, counts = bounds[:-1], np.diff(bounds)
         width = max(int(counts.max()), 1)
-        row = np.arange(rows)
         padded = np.full(rows * width, fill, dtype=np.float32)
-        slots = np.arange(len(flat)) + np.repeat(row * width - starts, counts)
+        slots = np.repeat(np.arange(rows) * width - starts, counts)
+        slots += np.arange(len(flat))
         padded[slots] = values.ravel()[flat]
-        columns = flat - np.repeat(row * vocab, counts)
-        return cls(columns, starts, counts, padded.reshape(rows, width))
+        return cls(flat, starts, counts, padded.reshape(rows, width), vocab)
 
     def ids(self, slots: np.ndarray) -> np.ndarray:
         """The columns at each row's candidate slot."""
-        return self.columns[self.starts + slots]
+        return self.flat[self.starts + slots] - np.arange(len(slots)) * self.vocab
 
 
 def top_k_candidates(z: np.ndarray, k: int) -> Candidates:
@@ -203,7 +204,7 @@ def nucleus_choice(probabilities: np.ndarray, top_p: float, fraction: np.ndarray
     vocab = probabilities.shape[1] if vocab is None else vocab
     level = top_p + NUCLEUS_SLACK * (1.0 - top_p)
     return nucleus_above(probabilities, top_p, fraction, sample_nucleus(probabilities, level),
-                         [(1.0 - top_p) / vocab, SMALLEST_WEIGHT])
+                         (1.0 - top_p) / vocab)
 
 
 def sample_nucleus(probabilities: np.ndarray, level: float) -> np.ndarray:
@@ -217,19 +218,21 @@ def sample_nucleus(probabilities: np.ndarray, level: float) -> np.ndarray:
 
 
 def nucleus_above(probabilities: np.ndarray, top_p: float, fraction: np.ndarray,
-                  threshold: np.ndarray, fallbacks: list[float]) -> np.ndarray:
+                  threshold: np.ndarray, bound: float, attempt: int = 0) -> np.ndarray:
     """Next ids under top-p with the candidates at or above each row's threshold. The rows
     whose candidates weigh no more than the limit (in fixed point, as the rule counts) draw
-    again, alone, with the next fallback: the bound (1 - top_p) / vocab (the characters
-    below it weigh less than 1 - top_p), and should rounding defeat that too, the smallest
-    float32 (every character of weight)."""
+    again, alone, with a lower threshold: a quarter of theirs (not below `bound`), then
+    `bound` = (1 - top_p) / vocab (the characters below it weigh less than 1 - top_p), and
+    should rounding defeat that too, the smallest float32 (every character of weight)."""
     limit = top_p * ONE
     found = Candidates.above(probabilities, threshold, 0.0)
     kept, held = keep_largest(found.values, fixed_point(found.values), limit)
     ids = found.ids(fixed_inverse_cdf(kept, fraction))
     short = np.flatnonzero(held <= limit)
-    if len(short) and fallbacks:
-        lower = np.full(len(short), fallbacks[0], dtype=np.float32)
-        ids[short] = nucleus_above(probabilities[short], top_p, fraction[short], lower,
-                                   fallbacks[1:])
+    if len(short) and attempt < 3:
+        lower = [np.maximum(threshold[short] / 4, np.float32(bound)),
+                 np.full(len(short), bound, dtype=np.float32),
+                 np.full(len(short), SMALLEST_WEIGHT, dtype=np.float32)][attempt]
+        ids[short] = nucleus_above(probabilities[short], top_p, fraction[short], lower, bound,
+                                   attempt + 1)
     return ids
