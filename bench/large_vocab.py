@@ -1,6 +1,7 @@
 """`python -m bard.bench.large_vocab`: large alphabets (BENCHMARKS.md, "Large vocabularies").
 
     python -m bard.bench.large_vocab [--out bench-results] [--vocab 6005] [--train-vocab 20000]
+                                     [--model ART] [--before DIR]
 
 1. Training memory: peak RSS (VmHWM) of `bard train --preset tiny` in a child process on a
    synthetic corpus of `--train-vocab` distinct characters (the target: <= 1.5 GB at 20,000).
@@ -8,6 +9,8 @@
    corpus) generating at batch 64: greedy, temperature 0.8, top_k 50 and top_p 0.9, as
    chars/s and as ratios to greedy, rounds alternating between the cases, medians.
 3. Sizes: the exported model and manifest in bytes.
+4. With `--before DIR` (an older checkout's `sdk/`): the sampling child of 2. run with that SDK
+   and with this one, alternating, `--ab-rounds` times each; each side's median ratios.
 
 The corpus is CJK ideographs drawn from a Zipf law (as character frequencies in Chinese text
 are) through a seeded bigram table, with punctuation and line breaks, so a briefly trained
@@ -18,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -97,6 +102,33 @@ CASES = {"greedy": {"temperature": 0}, "temperature 0.8": {"temperature": 0.8},
          "top_p 0.9": {"temperature": 0.8, "top_p": 0.9}}
 
 
+def sampling_ratios(art: Path, threads: int, rounds: int, chars: int,
+                    sdk_dir: Path | None = None) -> dict[str, float]:
+    """chars/s per case in a child process, with the SDK in `sdk_dir` (None: this one)."""
+    env = dict(os.environ)
+    with tempfile.TemporaryDirectory() as shim:
+        if sdk_dir is not None:
+            (Path(shim) / "bard_sdk").symlink_to(sdk_dir.resolve())
+            env["PYTHONPATH"] = shim + os.pathsep + env.get("PYTHONPATH", "")
+        done = subprocess.run([sys.executable, "-c", SAMPLE_CHILD, str(art), str(threads),
+                               json.dumps(CASES, allow_nan=False), str(rounds), str(chars)],
+                              capture_output=True, text=True, check=True, env=env)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def before_after(art: Path, before: Path, args: argparse.Namespace) -> dict[str, object]:
+    """Median ratios to greedy of each side over alternating child runs."""
+    ratios: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
+    for r in range(args.ab_rounds):
+        for side in (("before", "after") if r % 2 == 0 else ("after", "before")):
+            speeds = sampling_ratios(art, args.threads, args.rounds, args.chars,
+                                     before if side == "before" else None)
+            ratios[side].append({k: v / speeds["greedy"] for k, v in speeds.items()})
+            print(f"round {r + 1} {side}: {ratios[side][-1]}", file=sys.stderr)
+    return {side: {case: statistics.median(run[case] for run in runs) for case in CASES}
+            for side, runs in ratios.items()}
+
+
 def make_model(vocab: int, work: Path, steps: int, threads: int) -> Path:
     from unittest.mock import patch
 
@@ -135,6 +167,9 @@ def main() -> None:
     parser.add_argument("--chars", type=int, default=200)
     parser.add_argument("--model", type=Path, default=None,
                         help="an artifact to sample from instead of training one")
+    parser.add_argument("--before", type=Path, default=None,
+                        help="an older checkout's sdk/ to measure beside this one")
+    parser.add_argument("--ab-rounds", type=int, default=3)
     args = parser.parse_args()
     from bard.training.fsutil import atomic_write_text
 
@@ -153,11 +188,9 @@ def main() -> None:
         art = args.model or make_model(args.vocab, work, args.steps, args.threads)
         result["model_bytes"] = (art / "model.onnx").stat().st_size
         result["manifest_bytes"] = (art / "manifest.json").stat().st_size
-        done = subprocess.run([sys.executable, "-c", SAMPLE_CHILD, str(art),
-                               str(args.threads), json.dumps(CASES, allow_nan=False),
-                               str(args.rounds), str(args.chars)],
-                              capture_output=True, text=True, check=True)
-        speeds = json.loads(done.stdout.strip().splitlines()[-1])
+        speeds = sampling_ratios(art, args.threads, args.rounds, args.chars)
+        if args.before is not None:
+            result["ratio_to_greedy_before_after"] = before_after(art, args.before, args)
     result["vocab"] = args.vocab
     result["chars_per_s_batch_64"] = speeds
     result["ratio_to_greedy"] = {k: v / speeds["greedy"] for k, v in speeds.items()}
