@@ -119,3 +119,20 @@ def test_hot_path_bench_compares_two_sdks_and_prices_beams(tiny_artifact: Path,
     assert all(row["before"] > 0 and row["after"] > 0 for row in cases.values())
     assert set(report["beam_chars_per_s"]) == {f"beams {k}, batch 1" for k in (1, 2, 4, 8)}
     assert "| greedy, batch 1 |" in result.stdout and "| beams 8, batch 1 |" in result.stdout
+
+
+def test_sampler_steps_bench_times_both_sdks_on_every_case(tiny_artifact: Path) -> None:
+    import subprocess
+    import sys
+
+    this_sdk = Path(bard_sdk.__file__).parent  # "before" = the same SDK
+    result = subprocess.run(
+        [sys.executable, "-m", "bard.bench.sampler_steps", "--model", str(tiny_artifact),
+         "--before", str(this_sdk), "--rows", "4", "--steps", "6"],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])["microseconds_per_step"]
+    assert set(report) == {"temperature 0.8", "top_k 50", "top_p 0.9",
+                           "temperature 1.0, top_p 0.95"}
+    assert all(row["before"] > 0 and row["after"] > 0 for row in report.values())
+    assert "| top_p 0.9 |" in result.stdout
