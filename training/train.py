@@ -196,11 +196,13 @@ def divergence_advice(run_dir: Path, plan: Plan, created: bool, dist: DistContex
 
 
 def remove_unfinished_run(run_dir: Path, created: bool) -> None:
-    """Remove what this run wrote before its first checkpoint, and nothing else."""
-    for name in (RUN_FILE, METRICS_FILE, TOKENS_RECORD, STAMP_FILE, "loss_curve.png"):
-        (run_dir / name).unlink(missing_ok=True)
-    for path in run_dir.glob("corpus.uint*.bin"):
-        path.unlink(missing_ok=True)
+    """Remove what this run wrote before its first checkpoint, and nothing else: its files,
+    and the temporary files of their atomic writes (a signal that lands just as one is
+    created, before the writer can own it, leaves it behind)."""
+    for name in (RUN_FILE, METRICS_FILE, TOKENS_RECORD, STAMP_FILE, "loss_curve.png",
+                 "corpus.uint*.bin"):
+        for path in [*run_dir.glob(name), *run_dir.glob(f".{name}.*.tmp")]:
+            path.unlink(missing_ok=True)
     checkpoints = run_dir / CHECKPOINT_DIR
     if checkpoints.is_dir() and not any(checkpoints.iterdir()):
         checkpoints.rmdir()

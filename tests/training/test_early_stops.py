@@ -82,6 +82,31 @@ def resume(run: Path, steps: int) -> None:
                      overrides={"max_steps": steps}, extend=True))
 
 
+@pytest.mark.parametrize("created", [True, False])
+def test_removing_an_unfinished_run_takes_its_temporary_files_too(tmp_path: Path,
+                                                                  created: bool) -> None:
+    """A signal can land just as an atomic write creates its temporary file, before the
+    writer can remove it on the way out (it did, once in CI): the removal takes those too,
+    and leaves what the run did not write."""
+    from bard.training.train import remove_unfinished_run
+
+    run = tmp_path / "run"
+    run.mkdir()
+    ours = ["run.json", "corpus.json", "corpus.uint8.bin", ".corpus.uint8.bin.wv5_sx5a.tmp",
+            ".run.json.k2j4.tmp", ".corpus.uint16.bin.a1b2.tmp", "metrics.jsonl"]
+    for name in ours:
+        (run / name).write_bytes(b"x")
+    (run / "checkpoints").mkdir()
+    if not created:
+        (run / "notes.txt").write_text("the user's", encoding="utf-8")
+        (run / ".notes.txt.abcd.tmp").write_text("the user's too", encoding="utf-8")
+    remove_unfinished_run(run, created)
+    if created:
+        assert not run.exists()
+    else:
+        assert sorted(os.listdir(run)) == [".notes.txt.abcd.tmp", "notes.txt"]
+
+
 def test_resume_refuses_a_corpus_that_changed(tmp_path: Path) -> None:
     corpus, run = small_run(tmp_path)
     with corpus.open("a", encoding="utf-8") as out:
