@@ -68,16 +68,16 @@ def row_keys(seeds: list[int | None]) -> np.ndarray:
     return _splitmix64(np.array(values, dtype=np.uint64))
 
 
-def uniforms(keys: np.ndarray, step: int) -> np.ndarray:
-    """Uniform floats in [0, 1), one per row, for decode step `step`."""
-    with np.errstate(over="ignore"):
-        bits = _splitmix64(keys + np.uint64(step) * _GOLDEN)
-    return (bits >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+def uniforms(keys: np.ndarray, step: int | np.ndarray) -> np.ndarray:
+    """Uniform floats in [0, 1), one per row, for decode step `step` (one for all rows, or
+    one per row)."""
+    steps = np.broadcast_to(np.asarray(step, dtype=np.int64), keys.shape)
+    return uniform_table(keys, steps, 1)[:, 0]
 
 
 def uniform_table(keys: np.ndarray, steps: np.ndarray, count: int) -> np.ndarray:
-    """[rows, count]: column j holds `uniforms(keys, steps + j)`, the same numbers, made in
-    one pass (a dozen small numpy calls cost as much for one step as for dozens)."""
+    """[rows, count]: column j holds `uniforms(keys, steps + j)`, made in one pass (a dozen
+    small numpy calls cost as much for one step as for dozens)."""
     ahead = (steps[:, None] + np.arange(count)).astype(np.uint64)
     with np.errstate(over="ignore"):
         bits = _splitmix64(keys[:, None] + ahead * _GOLDEN)
